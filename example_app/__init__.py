@@ -1,0 +1,1 @@
+"""A small chat built on wsplugin: ``uvicorn example_app.main:app``."""

@@ -1,0 +1,167 @@
+"""The example chat: page and assets served locally, members, /announce, the chat protocol."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+from websockets.asyncio.client import ClientConnection, connect
+
+from example_app.main import create_app
+from tests.support import ThreadServer, subprocess_server
+
+URL = re.compile(r"(?:https?|wss?)://", re.IGNORECASE)
+LINK = re.compile(r'(?:src|href)="([^"]*)"')
+
+
+@pytest.fixture(autouse=True)
+def memory_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WSPLUGIN_BACKEND", raising=False)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(backend="memory://")) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadServer]:
+    with ThreadServer(create_app(backend="memory://")) as running:
+        yield running
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await ws.recv(decode=True))
+    return frame
+
+
+async def next_chat(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    """The next ``message`` frame whose data is of ``kind`` (skipping presence notices)."""
+    while True:
+        frame = await receive(ws)
+        if frame["type"] != "message" or frame["data"].get("kind") == kind:
+            return frame
+
+
+def test_page_links_local_assets_and_admin(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assets = LINK.findall(page.text)
+    assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    assert "/static/chat.js" in assets
+    assert "/static/chat.css" in assets
+    assert 'href="/ws-admin"' in page.text
+    for path in assets:
+        if path.startswith("/static/"):
+            assert client.get(path).status_code == 200, path
+
+
+@pytest.mark.parametrize("path", ["/", "/static/chat.js", "/static/chat.css"])
+def test_no_external_urls(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.text.strip()
+    assert URL.findall(response.text) == [], f"{path} refers to another origin"
+
+
+def test_members_lists_identities_from_query(client: TestClient) -> None:
+    with (
+        client.websocket_connect("/ws/lobby?name=alice") as alice,
+        client.websocket_connect("/ws/lobby") as anonymous,
+        client.websocket_connect("/ws/other?name=carol") as carol,
+    ):
+        alice_id = alice.receive_json()["connection_id"]
+        anonymous_id = anonymous.receive_json()["connection_id"]
+        carol.receive_json()
+        members = client.get("/api/rooms/lobby/members").json()
+        assert sorted((m["id"], m["identity"]) for m in members) == sorted(
+            [(alice_id, "alice"), (anonymous_id, "anonymous")]
+        )
+        assert client.get("/api/rooms/empty/members").json() == []
+
+
+def test_members_rejects_bad_room(client: TestClient) -> None:
+    assert client.get("/api/rooms/bad%20room/members").status_code == 422
+
+
+def test_chat_message_is_stamped_with_name(client: TestClient) -> None:
+    with client.websocket_connect("/ws/lobby?name=alice") as alice:
+        welcome = alice.receive_json()
+        alice.send_json({"type": "publish", "data": {"text": " hello "}})
+        while (frame := alice.receive_json())["data"].get("kind") != "chat":
+            pass
+        assert frame["data"] == {"kind": "chat", "name": "alice", "text": "hello"}
+        assert frame["sender"] == welcome["connection_id"]
+        assert frame["room"] == "lobby"
+
+
+def test_chat_rejects_non_text(client: TestClient) -> None:
+    with client.websocket_connect("/ws/lobby?name=alice") as alice:
+        alice.receive_json()
+        alice.send_json({"type": "publish", "data": [1, 2]})
+        while (frame := alice.receive_json())["type"] == "message":
+            pass
+        assert frame["type"] == "error"
+        alice.send_json({"type": "ping", "id": 7})
+        while (frame := alice.receive_json())["type"] == "message":
+            pass
+        assert frame["type"] == "pong"
+
+
+async def test_announce_reaches_room_members(server: ThreadServer) -> None:
+    async with (
+        connect(f"{server.ws_url}/ws/news?name=bob") as bob,
+        connect(f"{server.ws_url}/ws/elsewhere?name=eve") as eve,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        assert (await receive(bob))["type"] == "welcome"
+        assert (await receive(eve))["type"] == "welcome"
+        response = await http.post("/announce/news", json={"text": "release at noon"})
+        assert response.status_code == 200
+        assert response.json() == {"room": "news", "delivered": 1}
+        frame = await next_chat(bob, "announce")
+        assert frame == {
+            "type": "message",
+            "room": "news",
+            "data": {"kind": "announce", "name": "server", "text": "release at noon"},
+            "sender": None,
+        }
+        other = await http.post("/announce/elsewhere", json=[1, 2, 3])
+        assert other.json() == {"room": "elsewhere", "delivered": 1}
+        frame = await next_chat(eve, "announce")
+        assert frame["data"] == {"kind": "announce", "name": "server", "data": [1, 2, 3]}
+
+
+async def test_presence_tells_the_room(server: ThreadServer) -> None:
+    async with connect(f"{server.ws_url}/ws/hall?name=ann") as ann:
+        await receive(ann)
+        async with connect(f"{server.ws_url}/ws/hall?name=ben") as ben:
+            await receive(ben)
+            frame = await next_chat(ann, "presence")
+            while frame["data"]["name"] != "ben":
+                frame = await next_chat(ann, "presence")
+            assert frame["data"] == {"kind": "presence", "event": "joined", "name": "ben"}
+        frame = await next_chat(ann, "presence")
+        while frame["data"] != {"kind": "presence", "event": "left", "name": "ben"}:
+            frame = await next_chat(ann, "presence")
+
+
+@pytest.mark.timeout(60)
+async def test_import_string_runs_under_uvicorn() -> None:
+    env = {"WSPLUGIN_BACKEND": "memory://"}
+    with subprocess_server("example_app.main:app", env=env) as (_, port):
+        async with (
+            connect(f"ws://127.0.0.1:{port}/ws/lobby?name=zoe") as zoe,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+        ):
+            assert (await receive(zoe))["type"] == "welcome"
+            members = (await http.get("/api/rooms/lobby/members")).json()
+            assert [m["identity"] for m in members] == ["zoe"]
+            assert (await http.get("/static/chat.js")).status_code == 200
