@@ -1,0 +1,30 @@
+"""wsplugin: one call turns a FastAPI/Starlette app into a production WebSocket server."""
+
+from wsplugin.backends import Broker, BrokerError
+from wsplugin.config import Settings
+from wsplugin.connection import Connection
+from wsplugin.dependencies import WSManager, get_ws_manager
+from wsplugin.events import Event, EventBus
+from wsplugin.info import ConnectionInfo
+from wsplugin.install import install_ws_manager
+from wsplugin.manager import WebSocketManager
+from wsplugin.protocol import CloseCode
+from wsplugin.user_route import UserConnection
+
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "CloseCode",
+    "Connection",
+    "ConnectionInfo",
+    "Event",
+    "EventBus",
+    "Settings",
+    "UserConnection",
+    "WSManager",
+    "WebSocketManager",
+    "get_ws_manager",
+    "install_ws_manager",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""Outgoing PUBLISHes, pipelined by one writer task and failing fast when Redis is away.
+
+Concurrent publishes queue up while the previous pipeline is in flight and go out together
+in the next one: one round trip carries many messages, and messages leave a node in the
+order they were published. Nothing is buffered without bound: beyond ``max_pending``
+messages, or while the breaker is open after a failure, ``publish`` raises at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from wsplugin.backends.base import BrokerError
+
+_Item = tuple[str, bytes, asyncio.Future[int]]
+
+
+class Publisher:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        timeout: float = 1.0,
+        max_pending: int = 10_000,
+        max_batch: int = 512,
+        cooldown: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.max_batch = max_batch
+        self.cooldown = cooldown
+        self.published = 0
+        self.errors = 0
+        self.batches = 0
+        self._pending: list[_Item] = []
+        self._wakeup = asyncio.Event()
+        self._open_until = 0.0  # breaker: fail at once until this monotonic time
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="wsplugin-redis-publisher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail(self._pending, BrokerError("broker stopped"))
+        self._pending = []
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """PUBLISH and return the number of subscribers that got it; BrokerError if not sent."""
+        if self._task is None:
+            raise BrokerError("redis broker is not running")
+        if time.monotonic() < self._open_until:
+            self.errors += 1
+            raise BrokerError("redis unavailable (recent publish failed)")
+        if len(self._pending) >= self.max_pending:
+            self.errors += 1
+            raise BrokerError("too many publishes in flight")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((channel, payload, future))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await future  # a timeout cancels it: the writer then skips it
+        except TimeoutError:
+            raise BrokerError("redis publish timed out") from None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for channel, payload, _ in batch:
+                        pipe.publish(channel, payload)
+                    counts = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._open_until = time.monotonic() + self.cooldown
+            self._fail(batch, BrokerError(f"redis publish failed: {exc!r}"))
+            self._fail(self._pending, BrokerError("redis unavailable"))
+            self._pending = []
+            return
+        self.batches += 1
+        self.published += len(batch)
+        for (_, _, future), count in zip(batch, counts, strict=True):
+            if not future.done():
+                future.set_result(int(count))
+
+    def _fail(self, items: list[_Item], error: BrokerError) -> None:
+        for _, _, future in items:
+            if not future.done():
+                self.errors += 1
+                future.set_exception(error)

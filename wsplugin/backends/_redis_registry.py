@@ -1,0 +1,173 @@
+"""The cluster registry in Redis: nodes, their connections and their room counts.
+
+Per node, three keys that expire together (``registry_ttl``) unless the node's heartbeat
+refreshes them: ``node:{id}`` (a hash of facts), ``conns:{id}`` (connection id -> JSON) and
+``rooms:{id}`` (room -> member count). A node killed with ``kill -9`` stops refreshing, so
+its entries and its ghost connections vanish within the TTL. The ``nodes`` sorted set
+lists node ids for enumeration; ids whose ``node:`` hash expired are pruned on read.
+Per connection the cost is one hash field; per heartbeat, one MULTI rewriting the node's
+keys from the authoritative local snapshot (so counters and drift are corrected).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from wsplugin.backends._redis_keys import Keys
+from wsplugin.info import ConnectionInfo
+
+RedisClient = Redis
+
+
+def encode_info(info: ConnectionInfo, node: str) -> bytes:
+    data = info.to_dict()
+    data["node"] = node
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_info(raw: bytes) -> ConnectionInfo | None:
+    try:
+        data = json.loads(raw)
+        return ConnectionInfo.from_dict(data) if isinstance(data, dict) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def room_counts(infos: Iterable[ConnectionInfo]) -> Counter[str]:
+    return Counter(room for info in infos for room in info.rooms)
+
+
+def decode_node(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    stats: Any = _json_or(fields.get("stats", "{}"), {})
+    return {
+        "id": fields.get("id", ""),
+        "host": fields.get("host", ""),
+        "pid": int(fields.get("pid", "0") or 0),
+        "started": float(fields.get("started", "0") or 0),
+        "last_heartbeat": float(fields.get("last_heartbeat", "0") or 0),
+        "connections": int(fields.get("connections", "0") or 0),
+        "stats": stats if isinstance(stats, dict) else {},
+    }
+
+
+def _json_or(text: str, default: Any) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+class Registry:
+    """Reads and writes of the registry; every write is one MULTI/EXEC round trip."""
+
+    def __init__(self, client: RedisClient, keys: Keys, node: str, ttl: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.ttl_ms = max(1000, int(ttl * 1000))
+
+    async def write_snapshot(self, infos: list[ConnectionInfo], meta: Mapping[str, str]) -> None:
+        """Rewrite this node's keys from the local truth and refresh their expiry."""
+        conns, rooms, node = self.keys.conns(self.node), self.keys.rooms(self.node), self.keys.node(self.node)
+        counts = room_counts(infos)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(conns, rooms)
+            if infos:
+                pipe.hset(conns, mapping={i.id: encode_info(i, self.node) for i in infos})
+                pipe.pexpire(conns, self.ttl_ms)
+            if counts:
+                pipe.hset(rooms, mapping=dict(counts))
+                pipe.pexpire(rooms, self.ttl_ms)
+            pipe.hset(node, mapping=dict(meta))
+            pipe.pexpire(node, self.ttl_ms)
+            pipe.zadd(self.keys.nodes, {self.node: time.time()})
+            await pipe.execute()
+
+    async def put(self, info: ConnectionInfo, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Record one connection (new, or its rooms changed)."""
+        conns, rooms = self.keys.conns(self.node), self.keys.rooms(self.node)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(conns, info.id, encode_info(info, self.node))
+            self._bump(pipe, rooms, added, 1)
+            self._bump(pipe, rooms, removed, -1)
+            pipe.pexpire(conns, self.ttl_ms)
+            pipe.pexpire(rooms, self.ttl_ms)
+            await pipe.execute()
+
+    async def delete(self, connection_id: str, rooms: Iterable[str]) -> None:
+        """Forget one connection of this node."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.conns(self.node), connection_id)
+            self._bump(pipe, self.keys.rooms(self.node), rooms, -1)
+            await pipe.execute()
+
+    @staticmethod
+    def _bump(pipe: Any, key: str, rooms: Iterable[str], by: int) -> None:
+        for room in rooms:
+            pipe.hincrby(key, room, by)
+
+    async def remove_node(self) -> None:
+        """Clean shutdown: this node's keys go at once instead of expiring."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.node(self.node), self.keys.conns(self.node), self.keys.rooms(self.node))
+            pipe.zrem(self.keys.nodes, self.node)
+            await pipe.execute()
+
+    async def live_nodes(self) -> list[dict[str, Any]]:
+        """Every node whose ``node:`` hash has not expired (pruning the others)."""
+        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for node in ids:
+                pipe.hgetall(self.keys.node(node))
+            metas: list[Mapping[bytes, bytes]] = await pipe.execute()
+        dead = [node for node, meta in zip(ids, metas, strict=True) if not meta]
+        if dead:
+            await self.client.zrem(self.keys.nodes, *dead)
+        return [decode_node(meta) | {"id": node} for node, meta in zip(ids, metas, strict=True) if meta]
+
+    async def other_node_ids(self) -> list[str]:
+        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        return [node for node in ids if node != self.node]
+
+    async def owner(self, connection_id: str) -> str | None:
+        """The node whose connection hash holds ``connection_id`` (one round trip per call)."""
+        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        if not ids:
+            return None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for node in ids:
+                pipe.hexists(self.keys.conns(node), connection_id)
+            found: list[Any] = await pipe.execute()
+        return next((node for node, hit in zip(ids, found, strict=True) if hit), None)
+
+    async def connections(self, nodes: list[str]) -> list[ConnectionInfo]:
+        if not nodes:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hgetall(self.keys.conns(node))
+            tables: list[Mapping[bytes, bytes]] = await pipe.execute()
+        infos = (decode_info(raw) for table in tables for raw in table.values())
+        return [info for info in infos if info is not None]
+
+    async def rooms(self, nodes: list[str]) -> dict[str, int]:
+        if not nodes:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hgetall(self.keys.rooms(node))
+            tables: list[Mapping[bytes, bytes]] = await pipe.execute()
+        total: Counter[str] = Counter()
+        for table in tables:
+            for room, count in table.items():
+                total[room.decode()] += int(count)
+        return {room: n for room, n in total.items() if n > 0}

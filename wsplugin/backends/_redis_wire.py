@@ -1,0 +1,152 @@
+"""What crosses Redis: a compact binary header and the frame, encoded once by the publisher.
+
+Every payload is a list of length-prefixed fields (4-byte big-endian length, then bytes),
+so ids and frames never need escaping. The first field says what the payload is:
+
+- room message: ``t``/``b`` (text or binary frame), node id, frame, excluded ids...
+- command request: ``Q``, reply-to node, request id, op, connection id, room, reason,
+  frame kind (``t``/``b``/``-``), frame
+- command reply: ``R``, request id, ``1``/``0``
+- self-ping: ``P``, token
+- event batch: ``E``, node id, JSON list
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import cast
+
+from wsplugin.backends.base import Command, CommandOp
+from wsplugin.types import Frame
+
+_LEN = struct.Struct(">I")
+_OPS: frozenset[str] = frozenset({"send", "kick", "join", "leave"})
+
+
+class WireError(ValueError):
+    """A payload that this version cannot read (ignored and counted by the listener)."""
+
+
+def pack(*fields: bytes) -> bytes:
+    """Join fields, each prefixed with its length."""
+    parts: list[bytes] = []
+    for field in fields:
+        parts.append(_LEN.pack(len(field)))
+        parts.append(field)
+    return b"".join(parts)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """Split a payload made by :func:`pack`."""
+    fields: list[bytes] = []
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 4 > end:
+            raise WireError("truncated length")
+        (size,) = _LEN.unpack_from(view, pos)
+        pos += 4
+        if pos + size > end:
+            raise WireError("truncated field")
+        fields.append(bytes(view[pos : pos + size]))
+        pos += size
+    return fields
+
+
+def frame_kind(frame: Frame | None) -> bytes:
+    if frame is None:
+        return b"-"
+    return b"b" if isinstance(frame, bytes) else b"t"
+
+
+def frame_bytes(frame: Frame | None) -> bytes:
+    if frame is None:
+        return b""
+    return frame if isinstance(frame, bytes) else frame.encode()
+
+
+def frame_from(kind: bytes, raw: bytes) -> Frame | None:
+    if kind == b"t":
+        return raw.decode()
+    if kind == b"b":
+        return raw
+    if kind == b"-":
+        return None
+    raise WireError(f"unknown frame kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage:
+    node: str
+    frame: Frame
+    exclude: frozenset[str]
+
+
+def encode_room_message(node: str, frame: Frame, exclude: frozenset[str]) -> bytes:
+    return pack(frame_kind(frame), node.encode(), frame_bytes(frame), *(x.encode() for x in exclude))
+
+
+def decode_room_message(data: bytes) -> RoomMessage:
+    fields = unpack(data)
+    if len(fields) < 3 or fields[0] not in (b"t", b"b"):
+        raise WireError("not a room message")
+    frame = frame_from(fields[0], fields[2])
+    assert frame is not None
+    exclude = frozenset(x.decode() for x in fields[3:])
+    return RoomMessage(fields[1].decode(), frame, exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    reply_to: str
+    request_id: str
+    command: Command
+
+
+def encode_request(reply_to: str, request_id: str, command: Command) -> bytes:
+    return pack(
+        b"Q",
+        reply_to.encode(),
+        request_id.encode(),
+        command.op.encode(),
+        command.connection_id.encode(),
+        (command.room or "").encode(),
+        command.reason.encode(),
+        frame_kind(command.frame),
+        frame_bytes(command.frame),
+    )
+
+
+def decode_request(fields: list[bytes]) -> Request:
+    if len(fields) != 9 or fields[0] != b"Q":
+        raise WireError("not a command request")
+    op = fields[3].decode()
+    if op not in _OPS:
+        raise WireError(f"unknown op {op!r}")
+    command = Command(
+        op=cast(CommandOp, op),
+        connection_id=fields[4].decode(),
+        frame=frame_from(fields[7], fields[8]),
+        room=fields[5].decode() or None,
+        reason=fields[6].decode(),
+    )
+    return Request(fields[1].decode(), fields[2].decode(), command)
+
+
+def encode_reply(request_id: str, found: bool) -> bytes:
+    return pack(b"R", request_id.encode(), b"1" if found else b"0")
+
+
+def decode_reply(fields: list[bytes]) -> tuple[str, bool]:
+    if len(fields) != 3 or fields[0] != b"R":
+        raise WireError("not a command reply")
+    return fields[1].decode(), fields[2] == b"1"
+
+
+def encode_ping(token: str) -> bytes:
+    return pack(b"P", token.encode())
+
+
+def encode_events(node: str, payload: bytes) -> bytes:
+    return pack(b"E", node.encode(), payload)

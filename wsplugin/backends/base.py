@@ -1,0 +1,129 @@
+"""The broker contract: what the manager needs from a backend, and what it offers back.
+
+The manager never knows which broker it has. A broker carries what must cross process
+boundaries: room messages (encoded once, by the publishing node), commands aimed at one
+connection on whichever node owns it, and the cluster registry (nodes, connections, rooms).
+The in-memory broker is the one-process case where all of that is empty.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from wsplugin.events import EventBus
+from wsplugin.info import ConnectionInfo
+from wsplugin.types import Frame
+
+ALL_ROOMS = "*"
+"""The pseudo-room a ``broadcast_all`` is published to; every node subscribes to it."""
+
+CommandOp = Literal["send", "kick", "join", "leave"]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command for one connection, routed to the node that owns it."""
+
+    op: CommandOp
+    connection_id: str
+    frame: Frame | None = None  # "send": the encoded frame
+    room: str | None = None  # "join" / "leave"
+    reason: str = ""  # "kick"
+
+
+class BrokerError(Exception):
+    """The broker could not do what was asked (for example, Redis is unreachable)."""
+
+
+class BrokerHandler(Protocol):
+    """What the manager offers the broker: the local side of the cluster."""
+
+    def deliver_remote(self, room: str, frame: Frame, exclude: frozenset[str]) -> int:
+        """Deliver a frame published by another node to the local members of ``room``."""
+        ...
+
+    async def run_command(self, command: Command) -> bool:
+        """Run a command for a local connection; False if it is not here."""
+        ...
+
+    def local_connections(self) -> list[ConnectionInfo]:
+        """A snapshot of this node's connections, for the registry."""
+        ...
+
+    def local_rooms(self) -> list[str]:
+        """The rooms with at least one local member (to resubscribe after a reconnect)."""
+        ...
+
+    def local_stats(self) -> dict[str, int]:
+        """This node's counters (connections, messages_in/out, dropped...), for ``nodes()``."""
+        ...
+
+
+class Broker(abc.ABC):
+    """One small contract, two implementations: ``memory://`` and ``redis://``."""
+
+    scheme: str = ""
+    node_id: str = ""
+    distributed: bool = False
+    """False for the in-memory broker: the manager then skips every cross-node call."""
+
+    @abc.abstractmethod
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect, subscribe the node's channels, start background tasks."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Unregister this node and release every resource. Safe to call twice."""
+
+    @abc.abstractmethod
+    async def publish(self, room: str, frame: Frame, exclude: frozenset[str]) -> None:
+        """Send an encoded frame to the other nodes' members of ``room``.
+
+        Must fail fast with :class:`BrokerError` when the broker is unreachable.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(self, room: str) -> None:
+        """The first local member joined ``room``: start receiving its messages."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, room: str) -> None:
+        """The last local member left ``room``."""
+
+    @abc.abstractmethod
+    async def command(self, command: Command) -> bool:
+        """Route a command to the node owning ``command.connection_id``; False if unknown."""
+
+    @abc.abstractmethod
+    async def register(self, info: ConnectionInfo) -> None:
+        """A local connection opened (or changed rooms): record it in the cluster registry."""
+
+    @abc.abstractmethod
+    async def unregister(self, connection_id: str) -> None:
+        """A local connection ended: remove it from the cluster registry."""
+
+    @abc.abstractmethod
+    async def remote_connections(self, room: str | None = None) -> list[ConnectionInfo]:
+        """Connections that live on other nodes (optionally only members of ``room``)."""
+
+    @abc.abstractmethod
+    async def remote_rooms(self) -> Mapping[str, int]:
+        """Room -> member count on other nodes."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Other live nodes: id, host, pid, started, last_heartbeat, connections, stats."""
+        return []
+
+    def attach_events(self, bus: EventBus) -> None:
+        """Optionally relay local events to other nodes and re-emit theirs on ``bus``.
+
+        Remote events keep their ``node``; local listeners (the admin) see the whole cluster.
+        """
+        return None
+
+    @abc.abstractmethod
+    async def health(self) -> dict[str, Any]:
+        """``status`` (ok/degraded), ``backend``, ``subscribed``, ``last_self_ping_age``..."""

@@ -1,0 +1,53 @@
+"""The in-memory broker: one process, nothing crosses a boundary."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from wsplugin.backends.base import Broker, BrokerHandler, Command
+from wsplugin.info import ConnectionInfo
+from wsplugin.types import Frame
+
+
+class MemoryBroker(Broker):
+    scheme = "memory"
+    distributed = False
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.node_id = uuid.uuid4().hex[:12]
+
+    async def start(self, handler: BrokerHandler) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def publish(self, room: str, frame: Frame, exclude: frozenset[str]) -> None:
+        return None
+
+    async def subscribe(self, room: str) -> None:
+        return None
+
+    async def unsubscribe(self, room: str) -> None:
+        return None
+
+    async def command(self, command: Command) -> bool:
+        return False
+
+    async def register(self, info: ConnectionInfo) -> None:
+        return None
+
+    async def unregister(self, connection_id: str) -> None:
+        return None
+
+    async def remote_connections(self, room: str | None = None) -> list[ConnectionInfo]:
+        return []
+
+    async def remote_rooms(self) -> Mapping[str, int]:
+        return {}
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "backend": "memory", "subscribed": True, "last_self_ping_age": 0.0}

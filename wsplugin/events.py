@@ -1,0 +1,92 @@
+"""The local event bus: every lifecycle change is emitted as a typed event.
+
+The admin dashboard (and anything else) subscribes with a plain callback. Callbacks run
+synchronously inside the emitter and must not block: copy what you need and return.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+logger = logging.getLogger("wsplugin.events")
+
+EventKind = Literal[
+    "connected",  # a connection was accepted (managed or user-owned)
+    "disconnected",  # a connection ended, for whatever reason (detail says why)
+    "joined",  # a connection joined a room
+    "left",  # a connection left a room
+    "kicked",  # a connection was kicked (detail: reason)
+    "broadcast",  # the server broadcast to a room (room) or everyone (room None)
+    "slow_close",  # a connection was closed because its queue overflowed or stalled
+    "dropped",  # messages were dropped for a connection (drop_oldest policy)
+    "health",  # the broker's health changed (detail: status)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    connection_id: str | None = None
+    room: str | None = None
+    identity: str | None = None
+    detail: str = ""
+    node: str = ""
+    time: float = field(default_factory=time.time)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """A list of callbacks. Emitting with no listener costs one truth test."""
+
+    __slots__ = ("_listeners", "node")
+
+    def __init__(self, node: str = "") -> None:
+        self._listeners: list[Listener] = []
+        self.node = node
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; returns a function that removes it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    @property
+    def active(self) -> bool:
+        return bool(self._listeners)
+
+    def emit(
+        self,
+        kind: EventKind,
+        *,
+        connection_id: str | None = None,
+        room: str | None = None,
+        identity: str | None = None,
+        detail: str = "",
+    ) -> None:
+        if not self._listeners:
+            return
+        event = Event(kind, connection_id, room, identity, detail, self.node)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break delivery
+                logger.exception("event listener %r failed", listener)
+
+
+def relay(bus: EventBus, event: Event) -> None:
+    """Re-emit an event that came from another node, keeping its node and time."""
+    for listener in tuple(bus._listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("event listener %r failed", listener)

@@ -1,0 +1,34 @@
+"""ConnectionInfo: the read-only snapshot of one connection, local or on another node."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    id: str
+    identity: str | None
+    rooms: tuple[str, ...]
+    remote: str
+    user_agent: str
+    connected_at: float  # unix time
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    queue_depth: int = 0
+    dropped: int = 0
+    node: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rooms"] = list(self.rooms)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConnectionInfo:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["rooms"] = tuple(fields.get("rooms", ()))
+        return cls(**fields)

@@ -1,0 +1,455 @@
+"""WebSocketManager: the public face used by routes, dependency injection and the admin.
+
+It never touches a socket itself: it encodes each message once, hands local deliveries to
+the hub and cross-node traffic to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from wsplugin.backends import Broker, BrokerError, Command, create_broker
+from wsplugin.backends.base import ALL_ROOMS
+from wsplugin.config import Settings, build_settings
+from wsplugin.connection import Connection, Counters, bytes_message, text_message
+from wsplugin.events import EventBus
+from wsplugin.hub import Hub
+from wsplugin.info import ConnectionInfo
+from wsplugin.protocol import CloseCode, check_room, message_frame, reply
+from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
+from wsplugin.user_route import UserConnection
+
+logger = logging.getLogger("wsplugin")
+
+SHUTDOWN_GRACE = 3.0
+"""Seconds the shutdown waits for close frames to reach clients."""
+
+
+def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessage, int, Frame]:
+    """Encode a payload once: a ``message`` envelope for JSON values, bytes as they are."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        message, size = bytes_message(raw)
+        return message, size, raw
+    try:
+        frame = message_frame(room, data, sender)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data must be JSON-serialisable or bytes: {exc}") from None
+    message, size = text_message(frame)
+    return message, size, frame
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.backend.startswith("memory"):
+        return {}
+    return {"prefix": settings.redis_prefix, "registry_ttl": settings.registry_ttl}
+
+
+def _exclude_set(exclude: str | Iterable[str] | None) -> frozenset[str] | None:
+    if exclude is None:
+        return None
+    if isinstance(exclude, str):
+        return frozenset((exclude,))
+    return frozenset(exclude) or None
+
+
+class WebSocketManager:
+    """Rooms, fan-out and connection control for one app (and, with Redis, one cluster)."""
+
+    def __init__(self, settings: Settings | None = None, *, broker: Broker | None = None) -> None:
+        self.settings = settings if settings is not None else build_settings({})
+        if broker is None:
+            broker = create_broker(self.settings.backend, **_broker_options(self.settings))
+        self.broker = broker
+        self.node_id = self.broker.node_id or uuid.uuid4().hex[:12]
+        self.events = EventBus(node=self.node_id)
+        self.counters = Counters()
+        self.hub = Hub()
+        self.started_at = time.time()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._stopping = False
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._subscribed: set[str] = set()
+        self._sub_lock: asyncio.Lock | None = None
+        self._last_publish_warning = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the broker and the heartbeat (the app's lifespan does this)."""
+        if self._started:
+            return
+        self._started = True
+        self._stopping = False
+        self.broker.attach_events(self.events)
+        await self.broker.start(self)
+        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+
+    async def stop(self) -> None:
+        """Tell every client to reconnect elsewhere (1001), clean up, stop the broker."""
+        if not self._started:
+            return
+        self._stopping = True
+        for conn in list(self.hub.connections.values()):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.broker.stop()
+        self._started = False
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a background task until it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn(self, coro: Any) -> None:
+        self.track(asyncio.get_running_loop().create_task(coro))
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.close_stalled()
+
+    def close_stalled(self) -> int:
+        """Close (4008) connections whose writer made no progress for ``heartbeat_timeout``."""
+        now = asyncio.get_running_loop().time()
+        limit = self.settings.heartbeat_timeout
+        closed = 0
+        for conn in list(self.hub.connections.values()):
+            if conn.stalled_for(now) > limit:
+                self.counters.slow_closes += 1
+                self.events.emit("slow_close", connection_id=conn.id,
+                                 identity=conn.identity_text, detail="writer stalled")
+                conn.close(CloseCode.TOO_SLOW, "too slow: no progress")
+                closed += 1
+        return closed
+
+    # ------------------------------------------------------------------ connections
+    def open_connection(
+        self,
+        send: ASGISend,
+        receive: ASGIReceive,
+        *,
+        identity: Identity = None,
+        remote: str = "",
+        user_agent: str = "",
+        coalesce: bool = False,
+        websocket: Any = None,
+    ) -> Connection:
+        """Register an accepted websocket (managed endpoint or :meth:`connect`)."""
+        conn = Connection(
+            self, uuid.uuid4().hex, send, receive, identity=identity, remote=remote,
+            user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
+            websocket=websocket,
+        )
+        self.hub.add(conn)
+        self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
+                         detail=user_agent)
+        self._registry_update(conn)
+        return conn
+
+    def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
+        """Called exactly once per connection by :meth:`Connection._finish`."""
+        rooms = self.hub.remove(conn)
+        self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
+                         detail=f"{code} {reason}".strip())
+        if self.broker.distributed and not self._stopping:
+            self._spawn(self._unregister(conn.id))
+        if rooms and self.broker.distributed:
+            self._spawn(self._sync_subscriptions())
+
+    async def join_local(self, conn: Connection, room: str) -> bool:
+        if not self.hub.join(conn, room):
+            return False
+        self.events.emit("joined", connection_id=conn.id, room=room, identity=conn.identity_text)
+        if self.broker.distributed:
+            await self._sync_subscriptions()
+            self._registry_update(conn)
+        return True
+
+    async def leave_local(self, conn: Connection, room: str) -> bool:
+        if not self.hub.leave(conn, room):
+            return False
+        self.events.emit("left", connection_id=conn.id, room=room, identity=conn.identity_text)
+        if self.broker.distributed:
+            await self._sync_subscriptions()
+            self._registry_update(conn)
+        return True
+
+    def connect(
+        self,
+        websocket: Any,
+        *,
+        rooms: Iterable[str] = (),
+        identity: Identity = None,
+        coalesce: bool = False,
+    ) -> UserConnection:
+        """Hand a user-owned websocket to the manager: ``async with manager.connect(ws) as c``."""
+        room_list = [check_room_arg(room) for room in rooms]
+        return UserConnection(self, websocket, room_list, identity, coalesce)
+
+    # ------------------------------------------------------------------ broker side
+    async def _sync_subscriptions(self) -> None:
+        """Bring the broker's subscriptions in line with the rooms that have local members."""
+        if self._sub_lock is None:
+            self._sub_lock = asyncio.Lock()
+        async with self._sub_lock:
+            wanted = set(self.hub.rooms)
+            for room in sorted(wanted - self._subscribed):
+                await self._broker_call(self.broker.subscribe(room))
+                self._subscribed.add(room)
+            for room in sorted(self._subscribed - wanted):
+                await self._broker_call(self.broker.unsubscribe(room))
+                self._subscribed.discard(room)
+
+    async def _broker_call(self, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:  # the broker's supervisor repairs it; delivery goes on
+            logger.warning("wsplugin broker call failed: %r", exc)
+
+    def _registry_update(self, conn: Connection) -> None:
+        if self.broker.distributed:
+            self._spawn(self._broker_call(self.broker.register(conn.info())))
+
+    async def _unregister(self, connection_id: str) -> None:
+        await self._broker_call(self.broker.unregister(connection_id))
+
+    async def _publish(self, room: str, frame: Frame, exclude: frozenset[str] | None) -> None:
+        try:
+            await self.broker.publish(room, frame, exclude or frozenset())
+        except Exception as exc:
+            self.counters.publish_errors += 1
+            now = time.monotonic()
+            if now - self._last_publish_warning > 10:
+                self._last_publish_warning = now
+                level = logging.WARNING if isinstance(exc, BrokerError) else logging.ERROR
+                logger.log(level, "wsplugin: publish to other nodes failed (%r); "
+                           "local delivery went on; errors so far: %d",
+                           exc, self.counters.publish_errors)
+
+    # BrokerHandler -----------------------------------------------------------------
+    def deliver_remote(self, room: str, frame: Frame, exclude: frozenset[str]) -> int:
+        message, size = bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
+        if room == ALL_ROOMS:
+            return self.hub.deliver_all(message, size, exclude)
+        return self.hub.deliver(room, message, size, exclude)
+
+    async def run_command(self, command: Command) -> bool:
+        conn = self.hub.connections.get(command.connection_id)
+        if conn is None or conn.closed:
+            return False
+        if command.op == "send":
+            frame = command.frame if command.frame is not None else ""
+            message, size = bytes_message(frame) if isinstance(frame, bytes) else text_message(
+                frame)
+            return conn.deliver(message, size) or True
+        if command.op == "kick":
+            self._kick_local(conn, command.reason)
+            return True
+        if command.op in ("join", "leave") and command.room is not None:
+            return await self._join_or_leave(conn, command.op, command.room)
+        return False
+
+    def local_connections(self, room: str | None = None) -> list[ConnectionInfo]:
+        if room is None:
+            return [c.info() for c in self.hub.connections.values()]
+        members = self.hub.rooms.get(room)
+        return [] if members is None else [c.info() for c in members.members.values()]
+
+    def local_rooms(self) -> list[str]:
+        return list(self.hub.rooms)
+
+    def local_stats(self) -> dict[str, int]:
+        c = self.counters
+        return {
+            "connections": len(self.hub.connections),
+            "rooms": len(self.hub.rooms),
+            "messages_in": c.messages_in,
+            "messages_out": c.messages_out,
+            "bytes_in": c.bytes_in,
+            "bytes_out": c.bytes_out,
+            "dropped": c.dropped,
+            "slow_closes": c.slow_closes,
+            "publish_errors": c.publish_errors,
+        }
+
+    def room_stats(self) -> dict[str, dict[str, int]]:
+        """Local rooms: member count, messages delivered into the room, drops."""
+        return {
+            name: {"members": len(r.members), "messages": r.messages, "dropped": r.dropped}
+            for name, r in self.hub.rooms.items()
+        }
+
+    # ------------------------------------------------------------------ public API
+    async def broadcast(
+        self, room: str, data: Data, *, exclude: str | Iterable[str] | None = None,
+        sender: str | None = None,
+    ) -> int:
+        """Send ``data`` to every member of ``room`` on every node; returns local deliveries."""
+        check_room_arg(room)
+        delivered = await self.publish(room, data, exclude=_exclude_set(exclude), sender=sender)
+        self.events.emit("broadcast", room=room, detail=str(delivered))
+        return delivered
+
+    async def publish(
+        self, room: str, data: Data, *, exclude: frozenset[str] | None, sender: str | None
+    ) -> int:
+        """Encode once, deliver locally, forward to the other nodes (no event emitted)."""
+        message, size, frame = encode(room, data, sender)
+        delivered = self.hub.deliver(room, message, size, exclude)
+        if self.broker.distributed:
+            await self._publish(room, frame, exclude)
+        return delivered
+
+    async def broadcast_all(self, data: Data) -> int:
+        """Send ``data`` to every connection on every node; returns local deliveries."""
+        message, size, frame = encode(None, data, None)
+        delivered = self.hub.deliver_all(message, size, None)
+        if self.broker.distributed:
+            await self._publish(ALL_ROOMS, frame, None)
+        self.events.emit("broadcast", room=None, detail=str(delivered))
+        return delivered
+
+    async def send(self, connection_id: str, data: Data) -> bool:
+        """Send ``data`` to one connection, wherever it lives; False if it is unknown."""
+        message, size, frame = encode(None, data, None)
+        conn = self.hub.connections.get(connection_id)
+        if conn is not None and not conn.closed:
+            conn.deliver(message, size)
+            return True
+        return await self._command(Command("send", connection_id, frame=frame))
+
+    async def kick(self, connection_id: str, *, reason: str = "") -> bool:
+        """Close one connection with 4000 and ``reason``; False if it is unknown."""
+        conn = self.hub.connections.get(connection_id)
+        if conn is not None and not conn.closed:
+            self._kick_local(conn, reason)
+            return True
+        return await self._command(Command("kick", connection_id, reason=reason))
+
+    def _kick_local(self, conn: Connection, reason: str) -> None:
+        self.events.emit("kicked", connection_id=conn.id, identity=conn.identity_text,
+                         detail=reason)
+        conn.close(CloseCode.KICKED, reason)
+
+    async def join(self, connection_id: str, room: str) -> bool:
+        """Add a connection to ``room`` (the client gets ``joined``); False if unknown."""
+        return await self._join_or_leave_by_id(connection_id, "join", room)
+
+    async def leave(self, connection_id: str, room: str) -> bool:
+        """Remove a connection from ``room`` (the client gets ``left``); False if unknown."""
+        return await self._join_or_leave_by_id(connection_id, "leave", room)
+
+    async def _join_or_leave_by_id(self, connection_id: str, op: str, room: str) -> bool:
+        check_room_arg(room)
+        conn = self.hub.connections.get(connection_id)
+        if conn is not None and not conn.closed:
+            return await self._join_or_leave(conn, op, room)
+        return await self._command(Command("join" if op == "join" else "leave", connection_id,
+                                           room=room))
+
+    async def _join_or_leave(self, conn: Connection, op: str, room: str) -> bool:
+        if op == "join":
+            if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_connection:
+                return False
+            if await self.join_local(conn, room):
+                conn.deliver_text(reply("joined", room=room))
+            return True
+        if await self.leave_local(conn, room):
+            conn.deliver_text(reply("left", room=room))
+        return True
+
+    async def _command(self, command: Command) -> bool:
+        if not self.broker.distributed:
+            return False
+        try:
+            return await self.broker.command(command)
+        except Exception as exc:
+            logger.warning("wsplugin: %s for %s failed: %r", command.op, command.connection_id,
+                           exc)
+            return False
+
+    async def connections(self, room: str | None = None) -> list[ConnectionInfo]:
+        """Every connection in the cluster (or the members of ``room``)."""
+        if room is not None:
+            check_room_arg(room)
+        local = self.local_connections(room)
+        if not self.broker.distributed:
+            return local
+        try:
+            return local + list(await self.broker.remote_connections(room))
+        except Exception as exc:
+            logger.warning("wsplugin: cluster registry unavailable (%r); local view only", exc)
+            return local
+
+    async def rooms(self) -> dict[str, int]:
+        """Room -> member count, cluster-wide."""
+        counts = {name: len(room.members) for name, room in self.hub.rooms.items()}
+        if self.broker.distributed:
+            try:
+                for name, count in (await self.broker.remote_rooms()).items():
+                    counts[name] = counts.get(name, 0) + count
+            except Exception as exc:
+                logger.warning("wsplugin: cluster registry unavailable (%r); local view only",
+                               exc)
+        return counts
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """This node and every other live node of the cluster."""
+        me = {
+            "id": self.node_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": self.started_at, "last_heartbeat": time.time(),
+            "connections": len(self.hub.connections), "stats": self.local_stats(), "self": True,
+        }
+        others: list[dict[str, Any]] = []
+        if self.broker.distributed:
+            try:
+                others = list(await self.broker.nodes())
+            except Exception as exc:
+                logger.warning("wsplugin: cluster registry unavailable (%r)", exc)
+        return [me, *others]
+
+    async def stats(self) -> dict[str, int]:
+        """Counters summed over every node (one node with the in-memory backend)."""
+        totals = self.local_stats()
+        if not self.broker.distributed:
+            return totals
+        for node in (await self.nodes())[1:]:
+            for key, value in (node.get("stats") or {}).items():
+                if key != "rooms" and isinstance(value, int):
+                    totals[key] = totals.get(key, 0) + value
+        totals["rooms"] = len(await self.rooms())
+        return totals
+
+    async def health(self) -> dict[str, Any]:
+        """``status`` ok/degraded, ``backend``, ``subscribed``, ``last_self_ping_age``..."""
+        health = dict(await self.broker.health())
+        health.setdefault("status", "ok")
+        health["node"] = self.node_id
+        health["connections"] = len(self.hub.connections)
+        return health
+
+
+def check_room_arg(room: object) -> str:
+    """Validate a room name given to the Python API: ``ValueError`` if it breaks the rules."""
+    from wsplugin.protocol import ProtocolError
+
+    try:
+        return check_room(room)
+    except ProtocolError as exc:
+        raise ValueError(f"invalid room {room!r}: {exc.detail}") from None

@@ -1,0 +1,122 @@
+"""``manager.connect(websocket)``: a user-owned websocket route handed to the manager."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from wsplugin.protocol import CloseCode
+from wsplugin.types import Data, Identity
+
+if TYPE_CHECKING:
+    from wsplugin.connection import Connection
+    from wsplugin.manager import WebSocketManager
+
+
+def describe_client(websocket: WebSocket) -> tuple[str, str]:
+    """``host:port`` of the peer and its user agent."""
+    client = websocket.client
+    remote = f"{client.host}:{client.port}" if client else ""
+    return remote, websocket.headers.get("user-agent", "")
+
+
+class UserConnection:
+    """The connection object of a user-owned route.
+
+    ``async with manager.connect(websocket, rooms=["lobby"]) as conn:`` accepts the socket
+    if needed, joins the rooms and registers it; ``conn.id``, ``await conn.send(data)`` and
+    ``async for frame in conn`` (text frames as ``str``, binary as ``bytes``) work inside.
+    Leaving the block closes the socket (1000, or 1011 after an exception) and cleans up
+    exactly once; an ordinary client disconnect (``WebSocketDisconnect``) is swallowed.
+    """
+
+    def __init__(
+        self,
+        manager: WebSocketManager,
+        websocket: WebSocket,
+        rooms: list[str],
+        identity: Identity,
+        coalesce: bool,
+    ) -> None:
+        self.manager = manager
+        self.websocket = websocket
+        self._rooms = rooms
+        self._identity = identity
+        self._coalesce = coalesce
+        self._conn: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("use the connection inside 'async with manager.connect(...)'")
+        return self._conn
+
+    @property
+    def id(self) -> str:
+        return self.connection.id
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        return frozenset(self.connection.rooms)
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    async def __aenter__(self) -> UserConnection:
+        websocket = self.websocket
+        if websocket.client_state == WebSocketState.CONNECTING:
+            await websocket.accept()
+        await self.manager.start()
+        remote, user_agent = describe_client(websocket)
+        conn = self.manager.open_connection(
+            websocket.send, websocket.receive, identity=self._identity, remote=remote,
+            user_agent=user_agent, coalesce=self._coalesce, websocket=websocket,
+        )
+        conn.bind_reader(asyncio.current_task())
+        self._conn = conn
+        for room in self._rooms:
+            await self.manager.join_local(conn, room)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        conn = self.connection
+        if isinstance(exc, WebSocketDisconnect):
+            conn.disconnected(exc.code)
+            return True
+        if exc is not None and not isinstance(exc, Exception):  # cancelled: just clean up
+            conn.disconnected(1006)
+            return False
+        await conn.aclose(CloseCode.NORMAL if exc is None else CloseCode.INTERNAL,
+                          "" if exc is None else "internal error")
+        return False
+
+    async def send(self, data: Data) -> bool:
+        """Send a JSON value (in a ``message`` envelope) or bytes to this connection."""
+        return await self.manager.send(self.id, data)
+
+    async def join(self, room: str) -> bool:
+        return await self.manager.join(self.id, room)
+
+    async def leave(self, room: str) -> bool:
+        return await self.manager.leave(self.id, room)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        await self.connection.aclose(code, reason)
+
+    def __aiter__(self) -> UserConnection:
+        return self
+
+    async def __anext__(self) -> Any:
+        data = await self.connection.receive()
+        if data is None:
+            raise StopAsyncIteration
+        return data
