@@ -1,0 +1,1 @@
+"""Benchmarks for wsplugin: servers, a picows load generator and an orchestrator (not shipped)."""

@@ -1,0 +1,1 @@
+"""Benchmark servers, each runnable as ``python bench/servers/<name>.py --port P``."""

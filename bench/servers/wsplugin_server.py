@@ -1,0 +1,57 @@
+"""wsplugin: ``install_ws_manager(app, ...)`` under the shared uvicorn settings.
+
+The managed endpoint ``/ws/{room}`` speaks the JSON envelope protocol. Clients that connect
+with ``?batch=1`` opt in to coalesced frames (several messages, newline-separated, in one
+text frame); ``--coalesce`` turns coalescing on in the manager too. ``--admin`` mounts the
+admin dashboard at ``/ws-admin`` without auth (for the admin-overhead benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from fastapi import FastAPI  # noqa: E402
+
+from bench.servers._common import parser, run_uvicorn  # noqa: E402
+
+
+def manager_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``install_ws_manager`` from the command line."""
+    options: dict[str, Any] = {
+        "admin_path": "/ws-admin" if args.admin else None,
+        "rate_limit": None,
+        "coalesce": args.coalesce,
+        "backend": args.backend,
+    }
+    if args.admin:
+        options["admin_auth"] = False
+    if args.max_queue_messages:
+        options["max_queue_messages"] = args.max_queue_messages
+    return options
+
+
+def build_app(args: argparse.Namespace) -> FastAPI:
+    from wsplugin import install_ws_manager
+
+    app = FastAPI()
+    install_ws_manager(app, **manager_options(args))
+    return app
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--coalesce", action="store_true", help="coalesce=True in install_ws_manager")
+    p.add_argument("--admin", action="store_true", help="mount the admin at /ws-admin, no auth")
+    p.add_argument("--backend", default="memory://")
+    p.add_argument("--max-queue-messages", type=int, default=0, help="0 = the default")
+    args = p.parse_args()
+    run_uvicorn(build_app(args), args)
+
+
+if __name__ == "__main__":
+    main()
