@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from wsplugin import WebSocketManager, WSManager, install_ws_manager
+from wsplugin import Connection, WebSocketManager, WSManager, install_ws_manager
 from wsplugin.events import Event
 
 logger = logging.getLogger("example_app")
@@ -37,7 +37,7 @@ def authenticate(websocket: WebSocket) -> str:
     return name or "anonymous"
 
 
-def on_message(connection: Any, room: str, data: Any) -> dict[str, str]:
+def on_message(connection: Connection, room: str, data: Any) -> dict[str, str]:
     """Accept ``{"text": "..."}`` only, and stamp the sender's name on it."""
     if not isinstance(data, dict) or not isinstance(data.get("text"), str):
         raise ValueError('send {"text": "..."}')
@@ -55,17 +55,34 @@ def announcement(body: Any) -> dict[str, Any]:
 
 
 class Presence:
-    """Tells a room who came and went, from the manager's events (each node its own)."""
+    """Tells a room who came and went, from the manager's events (each node its own).
+
+    A disconnect is one ``disconnected`` event, so the rooms of each local connection are
+    remembered from its ``joined``/``left`` events to announce who left where.
+    """
 
     def __init__(self, manager: WebSocketManager) -> None:
         self.manager = manager
+        self.rooms: dict[str, set[str]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: Event) -> None:
-        if event.kind not in ("joined", "left") or event.room is None:
+        conn_id = event.connection_id
+        if conn_id is None:
             return
-        data = {"kind": "presence", "event": event.kind, "name": str(event.identity)}
-        task = asyncio.get_running_loop().create_task(self.tell(event.room, data))
+        if event.kind == "joined" and event.room is not None:
+            self.rooms.setdefault(conn_id, set()).add(event.room)
+            self.announce(event.room, "joined", event.identity)
+        elif event.kind == "left" and event.room is not None:
+            self.rooms.get(conn_id, set()).discard(event.room)
+            self.announce(event.room, "left", event.identity)
+        elif event.kind == "disconnected":
+            for room in sorted(self.rooms.pop(conn_id, ())):
+                self.announce(room, "left", event.identity)
+
+    def announce(self, room: str, what: str, identity: str | None) -> None:
+        data = {"kind": "presence", "event": what, "name": str(identity)}
+        task = asyncio.get_running_loop().create_task(self.tell(room, data))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
