@@ -63,7 +63,7 @@ class Connection:
     """A websocket handed to the manager, managed or user-owned."""
 
     __slots__ = (
-        "_aborting", "_bucket", "_close_task", "_in_receive", "_progress", "_queue",
+        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_receive", "_progress", "_queue",
         "_queued_bytes", "_reader", "_receive", "_send", "_writer", "bytes_in", "bytes_out",
         "close_code", "closed", "coalesce", "connected_at", "counters", "dropped", "id",
         "identity", "manager", "messages_in", "messages_out", "remote", "rooms", "user_agent",
@@ -108,6 +108,7 @@ class Connection:
         self._reader: asyncio.Task[Any] | None = None
         self._in_receive = False
         self._aborting = False
+        self._flush_pending = False
         rate = settings.rate_limit
         self._bucket = TokenBucket(*rate) if rate is not None else None
 
@@ -116,8 +117,17 @@ class Connection:
         """Queue or write one prebuilt message without awaiting the socket."""
         if self.closed:
             return False
-        if self._writer is not None:
-            return self._enqueue(message, size, room)
+        if self._writer is None and not self.coalesce:
+            return self._write_now(message, size, 1)
+        if not self._enqueue(message, size, room):
+            return False
+        if self._writer is None and not self._flush_pending:
+            self._flush_pending = True  # coalesce: one frame per loop iteration
+            self.manager.schedule_flush(self)
+        return True
+
+    def _write_now(self, message: ASGIMessage, size: int, count: int) -> bool:
+        """Write eagerly; if the transport pushes back, a writer task takes over."""
         coro = self._send(message)
         try:
             yielded = step(coro)
@@ -125,17 +135,24 @@ class Connection:
             self._send_failed(exc)
             return False
         if yielded is DONE:
-            self.messages_out += 1
+            self.messages_out += count
             self.bytes_out += size
             counters = self.counters
-            counters.messages_out += 1
+            counters.messages_out += count
             counters.bytes_out += size
             return True
-        self._progress = asyncio.get_running_loop().time()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._drain(Resume(coro, yielded), size)
-        )
+        loop = asyncio.get_running_loop()
+        self._progress = loop.time()
+        self._writer = loop.create_task(self._drain(Resume(coro, yielded), count, size))
         return True
+
+    def flush(self) -> None:
+        """Coalesce mode: write everything queued during this loop iteration as one frame."""
+        self._flush_pending = False
+        if self.closed or self._writer is not None or not self._queue:
+            return
+        message, count, size = self._next_batch()
+        self._write_now(message, size, count)
 
     def deliver_text(self, text: str) -> bool:
         message, size = text_message(text)
@@ -185,12 +202,12 @@ class Connection:
         if room is not None:
             room.dropped += 1
 
-    async def _drain(self, pending: Resume, size: int) -> None:
+    async def _drain(self, pending: Resume, count: int, size: int) -> None:
         """The writer: finish the suspended send, then empty the queue, then go away."""
         loop = asyncio.get_running_loop()
         try:
             await pending
-            self._sent(1, size, loop)
+            self._sent(count, size, loop)
             while self._queue and not self.closed:
                 message, count, size = self._next_batch()
                 await self._send(message)

@@ -80,6 +80,7 @@ class WebSocketManager:
         self._subscribed: set[str] = set()
         self._sub_lock: asyncio.Lock | None = None
         self._last_publish_warning = 0.0
+        self._flush_queue: list[Connection] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -114,6 +115,17 @@ class WebSocketManager:
         """Keep a reference to a background task until it ends."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def schedule_flush(self, conn: Connection) -> None:
+        """Coalescing connections write once per loop iteration, all in one callback."""
+        if not self._flush_queue:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_queue.append(conn)
+
+    def _flush(self) -> None:
+        queue, self._flush_queue = self._flush_queue, []
+        for conn in queue:
+            conn.flush()
 
     def _spawn(self, coro: Any) -> None:
         self.track(asyncio.get_running_loop().create_task(coro))
