@@ -1,0 +1,133 @@
+"""The JSON API under ``{admin_path}/api``: the same reads and actions as the page."""
+
+import json
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from admin_ui import views
+from admin_ui.audit import shorten
+from admin_ui.auth import Principal
+from admin_ui.context import AdminContext
+from admin_ui.dependencies import PrincipalDependency
+from admin_ui.schemas import (
+    ActionResult,
+    AuditItem,
+    BroadcastRequest,
+    ConnectionPage,
+    EventItem,
+    KickRequest,
+    Me,
+    Overview,
+    RoomDetail,
+    RoomPage,
+    SendRequest,
+)
+from admin_ui.security import SecureRoute
+
+T = TypeVar("T")
+TAGS: list[str | Any] = ["wsplugin admin"]
+Offset = Query(0, ge=0)
+Limit = Query(views.PAGE_SIZE, ge=1, le=views.MAX_PAGE)
+Search = Query("", max_length=200, description="Substring of the id, identity or a room")
+
+
+def preview(data: Any) -> str:
+    return shorten(json.dumps(data, default=str))
+
+
+def api_router(
+    ctx: AdminContext, viewer: PrincipalDependency, operator: PrincipalDependency
+) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=TAGS, route_class=SecureRoute)
+    _reads(router, ctx, viewer)
+    _actions(router, ctx, operator)
+    return router
+
+
+def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) -> None:
+    seen = [Depends(viewer)]
+
+    @router.get("/me", response_model=Me)
+    async def me(who: Annotated[Principal, Depends(viewer)]) -> dict[str, Any]:
+        """Who is logged in, and the CSRF token their POSTs must carry (X-CSRF-Token)."""
+        return {"name": who.name, "role": who.role, "csrf_token": ctx.sessions.csrf_token(who)}
+
+    @router.get("/overview", response_model=Overview, dependencies=seen)
+    async def overview() -> dict[str, Any]:
+        """Totals, per-second rates, health and the cluster's nodes."""
+        return await views.overview(ctx)
+
+    @router.get("/connections", response_model=ConnectionPage, dependencies=seen)
+    async def connections(
+        q: str = Search, room: str | None = None, offset: int = Offset, limit: int = Limit
+    ) -> dict[str, Any]:
+        """Connections (cluster-wide), newest first, paged, optionally searched."""
+        page = views.connections_page(ctx, query=q, room=room, offset=offset, limit=limit)
+        return await _checked(page)
+
+    @router.get("/rooms", response_model=RoomPage, dependencies=seen)
+    async def rooms(q: str = Search, offset: int = Offset, limit: int = Limit) -> dict[str, Any]:
+        """Rooms by member count, with message rates."""
+        return await views.rooms_page(ctx, query=q, offset=offset, limit=limit)
+
+    @router.get("/rooms/{room}", response_model=RoomDetail, dependencies=seen)
+    async def room(room: str, offset: int = Offset, limit: int = Limit) -> dict[str, Any]:
+        """One room and a page of its members."""
+        detail = await _checked(views.room_detail(ctx, room, offset=offset, limit=limit))
+        if detail is None:
+            raise HTTPException(404, "no such room")
+        return detail
+
+    @router.get("/events", response_model=list[EventItem], dependencies=seen)
+    async def events(limit: int = Limit) -> list[dict[str, Any]]:
+        """The event log, newest first (bounded)."""
+        return ctx.feed.events_newest(limit)
+
+    @router.get("/audit", response_model=list[AuditItem], dependencies=seen)
+    async def audit(limit: int = Limit) -> list[dict[str, Any]]:
+        """The audit log of operator actions, newest first (bounded)."""
+        return [entry.to_dict() for entry in ctx.audit.newest(limit)]
+
+
+def _actions(router: APIRouter, ctx: AdminContext, operator: PrincipalDependency) -> None:
+    @router.post("/broadcast", response_model=ActionResult)
+    async def broadcast(
+        body: BroadcastRequest, who: Annotated[Principal, Depends(operator)]
+    ) -> Any:
+        """Send ``data`` to a room, or to everyone when ``room`` is null (operators only)."""
+        if body.room is None:
+            delivered = await ctx.manager.broadcast_all(body.data)
+        else:
+            delivered = await _checked(ctx.manager.broadcast(body.room, body.data))
+        action = "broadcast_all" if body.room is None else "broadcast"
+        result = f"delivered {delivered}"
+        ctx.audit.record(who, action, body.room or "*", preview(body.data), result)
+        return ActionResult(ok=True, delivered=delivered)
+
+    @router.post("/send", response_model=ActionResult)
+    async def send(body: SendRequest, who: Annotated[Principal, Depends(operator)]) -> Any:
+        """Send ``data`` to one connection, wherever it is (operators only)."""
+        ok = await ctx.manager.send(body.connection_id, body.data)
+        ctx.audit.record(who, "send", body.connection_id, preview(body.data), _result(ok))
+        return ActionResult(ok=ok)
+
+    @router.post("/kick", response_model=ActionResult)
+    async def kick(body: KickRequest, who: Annotated[Principal, Depends(operator)]) -> Any:
+        """Close a connection with code 4000 and ``reason`` (operators only)."""
+        ok = await ctx.manager.kick(body.connection_id, reason=body.reason)
+        ctx.audit.record(who, "kick", body.connection_id, body.reason, _result(ok))
+        return ActionResult(ok=ok)
+
+
+async def _checked(call: Awaitable[T]) -> T:
+    """A bad room name (the core validates them) is the caller's mistake: 422, not 500."""
+    try:
+        return await call
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _result(ok: bool) -> str:
+    return "ok" if ok else "not found"

@@ -1,0 +1,131 @@
+"""The HTML pages: login, logout, the dashboard, and the package's own static files."""
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from admin_ui.auth import Principal, check_password, check_token
+from admin_ui.context import AdminContext
+from admin_ui.dependencies import PrincipalDependency, authenticate
+from admin_ui.security import SecureRoute, check_same_origin
+from admin_ui.sessions import COOKIE
+
+STATIC = Path(__file__).parent / "static"
+STATIC_FILES = {"admin.js": "text/javascript", "admin.css": "text/css"}
+
+MaybePrincipal = Callable[..., Awaitable[Principal | None]]
+
+
+def maybe_principal(ctx: AdminContext, viewer: PrincipalDependency) -> MaybePrincipal:
+    """Credentials mode: None instead of 401, so the page can redirect to the login form."""
+    if not ctx.auth.uses_credentials:
+        return viewer
+
+    async def maybe(request: Request) -> Principal | None:
+        return authenticate(ctx, request)
+
+    return maybe
+
+
+def pages_router(ctx: AdminContext, viewer: PrincipalDependency) -> APIRouter:
+    router = APIRouter(route_class=SecureRoute, include_in_schema=False)
+    _dashboard(router, ctx, maybe_principal(ctx, viewer))
+    _login(router, ctx)
+    _static(router)
+    return router
+
+
+def _dashboard(router: APIRouter, ctx: AdminContext, maybe: MaybePrincipal) -> None:
+    @router.get("/")
+    async def dashboard(
+        request: Request, who: Annotated[Principal | None, Depends(maybe)]
+    ) -> Response:
+        if who is None:
+            return RedirectResponse(ctx.url("/login"), 303)
+        context = {
+            "base": ctx.path,
+            "who": who,
+            "csrf": ctx.sessions.csrf_token(who),
+            "node": ctx.manager.node_id,
+            "can_logout": who.via == "session",
+        }
+        return ctx.templates.TemplateResponse(request, "dashboard.html", context)
+
+
+def _login_form(
+    ctx: AdminContext, request: Request, error: str = "", status: int = 200
+) -> Response:
+    context = {
+        "base": ctx.path,
+        "error": error,
+        "tokens": any(isinstance(c, str) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
+        "passwords": any(isinstance(c, tuple) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
+    }
+    return ctx.templates.TemplateResponse(request, "login.html", context, status_code=status)
+
+
+def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
+    how = "with a token" if who.via == "bearer" else "with a password"
+    ctx.audit.record(who, "login", who.name, how)
+    response = RedirectResponse(ctx.url("/"), 303)
+    response.set_cookie(
+        COOKIE,
+        ctx.sessions.issue(who),
+        max_age=int(ctx.sessions.lifetime),
+        path=ctx.path,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _check_form(ctx: AdminContext, form: Any) -> Principal | None:
+    token = str(form.get("token") or "")
+    if token:
+        return check_token(ctx.auth, token)
+    username, password = str(form.get("username") or ""), str(form.get("password") or "")
+    return check_password(ctx.auth, username, password) if username else None
+
+
+def _login(router: APIRouter, ctx: AdminContext) -> None:
+    @router.get("/login")
+    async def login_page(request: Request, token: str = "") -> Response:
+        if not ctx.auth.uses_credentials:
+            return RedirectResponse(ctx.url("/"), 303)
+        if not token:
+            return _login_form(ctx, request)
+        who = check_token(ctx.auth, token)
+        if who is None:
+            return _login_form(ctx, request, "Unknown token.", 401)
+        return _logged_in(ctx, request, who)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        check_same_origin(request)
+        if not ctx.auth.uses_credentials:
+            return RedirectResponse(ctx.url("/"), 303)
+        who = _check_form(ctx, await request.form())
+        if who is None:
+            return _login_form(ctx, request, "Wrong credentials.", 401)
+        return _logged_in(ctx, request, who)
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        check_same_origin(request)
+        response = RedirectResponse(ctx.url("/login"), 303)
+        response.delete_cookie(COOKIE, path=ctx.path, httponly=True, samesite="strict")
+        return response
+
+
+def _static(router: APIRouter) -> None:
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        media_type = STATIC_FILES.get(name)
+        if media_type is None:
+            raise HTTPException(404)
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(STATIC / name, media_type=media_type, headers=headers)

@@ -1,0 +1,106 @@
+"""Request and response models of the JSON API (they document it in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Connection(BaseModel):
+    id: str
+    identity: str | None
+    rooms: list[str]
+    remote: str
+    user_agent: str
+    connected_at: float
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    queue_depth: int = 0
+    dropped: int = 0
+    node: str = ""
+
+
+class ConnectionPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[Connection]
+
+
+class Room(BaseModel):
+    name: str
+    members: int
+    messages: int = Field(description="Messages published to the room on this node")
+    dropped: int
+    rate: float = Field(description="Messages per second, over the last sample")
+
+
+class RoomPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[Room]
+
+
+class RoomDetail(Room):
+    connections: ConnectionPage
+
+
+class Overview(BaseModel):
+    node: str
+    totals: dict[str, int]
+    rates: dict[str, float]
+    health: dict[str, Any]
+    nodes: list[Any]
+    dashboards: int
+
+
+class EventItem(BaseModel):
+    seq: int
+    time: float
+    kind: str
+    connection_id: str | None
+    room: str | None
+    identity: str | None
+    detail: str
+    node: str
+
+
+class AuditItem(BaseModel):
+    seq: int
+    time: float
+    actor: str
+    role: str
+    action: str
+    target: str
+    detail: str
+    result: str
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+    csrf_token: str
+
+
+class BroadcastRequest(BaseModel):
+    room: str | None = Field(None, description="A room, or null for every connection")
+    data: Any = Field(description="Any JSON value, delivered as a message envelope")
+
+
+class SendRequest(BaseModel):
+    connection_id: str
+    data: Any
+
+
+class KickRequest(BaseModel):
+    connection_id: str
+    reason: str = Field("", max_length=120, description="Sent in the 4000 close frame")
+
+
+class ActionResult(BaseModel):
+    ok: bool
+    delivered: int | None = None

@@ -1,0 +1,349 @@
+// wsplugin admin dashboard. No framework, no build step, no innerHTML with data:
+// every value from the server goes through textContent.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const BASE = body.dataset.base;
+  const CSRF = body.dataset.csrf;
+  const OPERATOR = body.dataset.role === "operator";
+  const PAGE = 50;
+  const MAX_LOG_ROWS = 200;
+
+  const state = {
+    conn: { offset: 0, q: "", total: 0 },
+    rooms: { offset: 0, q: "", total: 0 },
+    room: null,          // the room whose detail is open
+    selected: null,      // the selected connection id
+    tab: "connections",
+    eventSeq: 0,
+    auditSeq: 0,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------- helpers ----------
+  function cell(row, value) {
+    const td = document.createElement("td");
+    td.textContent = value === null || value === undefined ? "" : String(value);
+    row.appendChild(td);
+    return td;
+  }
+
+  function clock(t) {
+    return new Date(t * 1000).toLocaleTimeString();
+  }
+
+  function number(n) {
+    if (n === null || n === undefined) return "–";
+    return typeof n === "number" ? n.toLocaleString() : String(n);
+  }
+
+  function flash(text, bad) {
+    const el = $("flash");
+    el.textContent = text;
+    el.className = bad ? "flash bad" : "flash";
+    el.hidden = false;
+    clearTimeout(flash.timer);
+    flash.timer = setTimeout(() => { el.hidden = true; }, 4000);
+  }
+
+  function parseData(text) {
+    try { return JSON.parse(text); } catch (e) { return text; }
+  }
+
+  async function api(method, path, payload) {
+    const init = { method: method, credentials: "same-origin", headers: { "Accept": "application/json" } };
+    if (payload !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-CSRF-Token"] = CSRF;
+      init.body = JSON.stringify(payload);
+    }
+    const response = await fetch(BASE + "/api" + path, init);
+    if (response.status === 401) { window.location.assign(BASE + "/login"); }
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.detail || response.statusText);
+    return data;
+  }
+
+  // A refresher runs one fetch at a time; a request during a fetch runs once after it.
+  function refresher(run) {
+    let busy = false, again = false;
+    return async function refresh() {
+      if (busy) { again = true; return; }
+      busy = true;
+      try { await run(); } catch (e) { console.warn(e); }
+      busy = false;
+      if (again) { again = false; refresh(); }
+    };
+  }
+
+  // ---------- totals ----------
+  function renderTotals(totals, rates) {
+    document.querySelectorAll("[data-total]").forEach((el) => {
+      if (totals && el.dataset.total in totals) el.textContent = number(totals[el.dataset.total]);
+    });
+    document.querySelectorAll("[data-rate]").forEach((el) => {
+      if (rates && el.dataset.rate in rates) el.textContent = number(rates[el.dataset.rate]);
+    });
+  }
+
+  function renderHealth(health) {
+    if (!health) return;
+    const el = $("health");
+    el.textContent = String(health.status || (health.ok === false ? "degraded" : "ok"));
+    el.title = JSON.stringify(health);
+  }
+
+  function renderNodes(nodes) {
+    $("nodes").textContent = nodes && nodes.length ? JSON.stringify(nodes, null, 2) : "One node (in-memory backend).";
+  }
+
+  // ---------- connections ----------
+  function renderConnections(page) {
+    state.conn.total = page.total;
+    const tbody = $("conn-table").tBodies[0];
+    const rows = page.items.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = c.id;
+      if (c.id === state.selected) tr.className = "selected";
+      cell(tr, c.id).className = "mono";
+      cell(tr, c.identity);
+      cell(tr, c.rooms.join(", "));
+      cell(tr, c.remote);
+      cell(tr, c.user_agent).className = "ua";
+      cell(tr, clock(c.connected_at));
+      [c.messages_in, c.messages_out, c.bytes_in, c.bytes_out, c.queue_depth, c.dropped]
+        .forEach((n) => { cell(tr, number(n)).className = "num"; });
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+    const first = page.total ? page.offset + 1 : 0;
+    const last = page.offset + page.items.length;
+    $("conn-count").textContent = `${first}–${last} of ${number(page.total)}`;
+    $("conn-prev").disabled = page.offset <= 0;
+    $("conn-next").disabled = last >= page.total;
+  }
+
+  const refreshConnections = refresher(async () => {
+    const q = encodeURIComponent(state.conn.q);
+    renderConnections(await api("GET", `/connections?offset=${state.conn.offset}&limit=${PAGE}&q=${q}`));
+  });
+
+  function select(id) {
+    state.selected = id;
+    $("selected-id").textContent = id;
+    $("selected-panel").hidden = !OPERATOR || !id;
+    document.querySelectorAll("#conn-table tbody tr").forEach((tr) => {
+      tr.className = tr.dataset.id === id ? "selected" : "";
+    });
+  }
+
+  // ---------- rooms ----------
+  function renderRooms(page) {
+    state.rooms.total = page.total;
+    const rows = page.items.map((r) => {
+      const tr = document.createElement("tr");
+      tr.dataset.room = r.name;
+      cell(tr, r.name).className = "mono";
+      cell(tr, number(r.members)).className = "num";
+      cell(tr, number(r.rate)).className = "num";
+      cell(tr, number(r.messages)).className = "num";
+      cell(tr, number(r.dropped)).className = "num";
+      return tr;
+    });
+    $("room-table").tBodies[0].replaceChildren(...rows);
+    const last = page.offset + page.items.length;
+    $("room-count").textContent = `${page.total ? page.offset + 1 : 0}–${last} of ${number(page.total)}`;
+    $("room-prev").disabled = page.offset <= 0;
+    $("room-next").disabled = last >= page.total;
+  }
+
+  const refreshRooms = refresher(async () => {
+    const q = encodeURIComponent(state.rooms.q);
+    renderRooms(await api("GET", `/rooms?offset=${state.rooms.offset}&limit=${PAGE}&q=${q}`));
+    if (state.room) await loadRoom(state.room);
+  });
+
+  async function loadRoom(name) {
+    let detail;
+    try {
+      detail = await api("GET", "/rooms/" + encodeURIComponent(name) + "?limit=" + PAGE);
+    } catch (e) {
+      $("room-detail-summary").textContent = "This room is gone.";
+      $("room-members").tBodies[0].replaceChildren();
+      return;
+    }
+    $("room-detail").hidden = false;
+    $("room-detail-name").textContent = detail.name;
+    $("room-detail-summary").textContent =
+      `${number(detail.members)} members · ${number(detail.rate)} msgs/s · showing ${detail.connections.items.length}`;
+    const rows = detail.connections.items.map((c) => {
+      const tr = document.createElement("tr");
+      cell(tr, c.id).className = "mono";
+      cell(tr, c.identity);
+      cell(tr, c.remote);
+      cell(tr, c.user_agent).className = "ua";
+      cell(tr, clock(c.connected_at));
+      return tr;
+    });
+    $("room-members").tBodies[0].replaceChildren(...rows);
+  }
+
+  // ---------- event and audit logs ----------
+  function eventRow(e) {
+    const tr = document.createElement("tr");
+    tr.dataset.seq = e.seq;
+    tr.className = "kind-" + String(e.kind).replace(/[^a-z_]/g, "");
+    cell(tr, clock(e.time));
+    cell(tr, e.kind);
+    cell(tr, e.connection_id).className = "mono";
+    cell(tr, e.room);
+    cell(tr, e.identity);
+    cell(tr, e.detail);
+    return tr;
+  }
+
+  function auditRow(a) {
+    const tr = document.createElement("tr");
+    cell(tr, clock(a.time));
+    cell(tr, a.actor);
+    cell(tr, a.role);
+    cell(tr, a.action);
+    cell(tr, a.target).className = "mono";
+    cell(tr, a.detail);
+    cell(tr, a.result);
+    return tr;
+  }
+
+  // Newest first; items arrive newest first; rows already shown (by seq) are skipped.
+  function prependLog(tbody, items, key, seen, makeRow) {
+    const fresh = items.filter((item) => item.seq > state[key]);
+    if (!fresh.length) return;
+    state[key] = Math.max(state[key], ...fresh.map((item) => item.seq));
+    tbody.prepend(...fresh.map(makeRow));
+    while (tbody.rows.length > MAX_LOG_ROWS) tbody.deleteRow(-1);
+  }
+
+  function resetLog(tbody, items, key, makeRow) {
+    state[key] = 0;
+    tbody.replaceChildren();
+    prependLog(tbody, items, key, null, makeRow);
+  }
+
+  // ---------- live stream ----------
+  function onSnapshot(snap) {
+    renderTotals(snap.totals, snap.rates);
+    renderHealth(snap.health);
+    renderNodes(snap.nodes);
+    if (state.conn.offset === 0 && !state.conn.q) renderConnections(snap.connections);
+    else refreshConnections();
+    if (state.rooms.offset === 0 && !state.rooms.q) renderRooms(snap.rooms);
+    else refreshRooms();
+    resetLog($("event-table").tBodies[0], snap.events, "eventSeq", eventRow);
+    resetLog($("audit-table").tBodies[0], snap.audit, "auditSeq", auditRow);
+  }
+
+  function onDelta(delta) {
+    if (delta.totals || delta.rates) renderTotals(delta.totals, delta.rates);
+    if (delta.health) renderHealth(delta.health);
+    if (delta.nodes) renderNodes(delta.nodes);
+    if (delta.events) prependLog($("event-table").tBodies[0], delta.events, "eventSeq", null, eventRow);
+    if (delta.audit) prependLog($("audit-table").tBodies[0], delta.audit, "auditSeq", null, auditRow);
+    if (delta.connections) refreshConnections();
+    if (delta.rooms && state.tab === "rooms") refreshRooms();
+  }
+
+  function connect() {
+    const live = $("live");
+    const source = new EventSource(BASE + "/api/stream");
+    source.addEventListener("snapshot", (m) => onSnapshot(JSON.parse(m.data)));
+    source.addEventListener("delta", (m) => onDelta(JSON.parse(m.data)));
+    source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+    source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live off"; };
+  }
+
+  // ---------- actions ----------
+  async function act(path, payload, done) {
+    try {
+      const result = await api("POST", path, payload);
+      flash(done(result), !result.ok);
+    } catch (e) {
+      flash("Failed: " + e.message, true);
+    }
+  }
+
+  function wireActions() {
+    $("send-button").addEventListener("click", () => {
+      if (!state.selected) return;
+      act("/send", { connection_id: state.selected, data: parseData($("send-data").value) },
+        (r) => (r.ok ? "Sent to " : "Not found: ") + state.selected);
+    });
+    $("kick-button").addEventListener("click", () => {
+      const id = state.selected;
+      if (!id) return;
+      const reason = $("kick-reason").value;
+      if (!window.confirm(`Kick connection ${id}?\nReason: ${reason}`)) return;
+      act("/kick", { connection_id: id, reason: reason },
+        (r) => (r.ok ? "Kicked " : "Not found: ") + id);
+    });
+    $("broadcast-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const room = $("broadcast-room").value.trim();
+      act("/broadcast", { room: room || null, data: parseData($("broadcast-data").value) },
+        (r) => `Delivered to ${number(r.delivered)} connection(s)`);
+    });
+  }
+
+  // ---------- navigation ----------
+  function showTab(name) {
+    state.tab = name;
+    document.querySelectorAll("[data-tab]").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+    document.querySelectorAll(".tab").forEach((s) => { s.hidden = s.id !== "tab-" + name; });
+    if (name === "rooms") refreshRooms();
+    if (name === "connections") refreshConnections();
+  }
+
+  function debounce(fn, ms) {
+    let timer;
+    return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  }
+
+  function wireNavigation() {
+    document.querySelectorAll("[data-tab]").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
+    $("conn-search").addEventListener("input", debounce(() => {
+      state.conn.q = $("conn-search").value; state.conn.offset = 0; refreshConnections();
+    }, 250));
+    $("room-search").addEventListener("input", debounce(() => {
+      state.rooms.q = $("room-search").value; state.rooms.offset = 0; refreshRooms();
+    }, 250));
+    $("conn-prev").addEventListener("click", () => { state.conn.offset = Math.max(0, state.conn.offset - PAGE); refreshConnections(); });
+    $("conn-next").addEventListener("click", () => { state.conn.offset += PAGE; refreshConnections(); });
+    $("room-prev").addEventListener("click", () => { state.rooms.offset = Math.max(0, state.rooms.offset - PAGE); refreshRooms(); });
+    $("room-next").addEventListener("click", () => { state.rooms.offset += PAGE; refreshRooms(); });
+    $("conn-table").tBodies[0].addEventListener("click", (event) => {
+      const tr = event.target.closest("tr");
+      if (tr && OPERATOR) select(tr.dataset.id);
+    });
+    $("room-table").tBodies[0].addEventListener("click", (event) => {
+      const tr = event.target.closest("tr");
+      if (tr) { state.room = tr.dataset.room; loadRoom(state.room); }
+    });
+  }
+
+  function start() {
+    document.querySelectorAll(".operator-only").forEach((el) => { if (!OPERATOR) el.hidden = true; });
+    $("selected-panel").hidden = true;
+    wireNavigation();
+    if (OPERATOR) wireActions();
+    // Counters (messages, bytes, queue) change without events: refresh the visible page now and then.
+    setInterval(() => {
+      if (document.hidden) return;
+      if (state.tab === "connections") refreshConnections();
+      if (state.tab === "rooms") refreshRooms();
+    }, 5000);
+    connect();
+  }
+
+  start();
+})();
