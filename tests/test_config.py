@@ -1,0 +1,122 @@
+"""Settings: keyword arguments, WSPLUGIN_<NAME> environment variables, validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wsplugin.config import Settings, build_settings
+
+
+def test_defaults_match_the_contract() -> None:
+    s = build_settings({}, env={})
+    assert s == Settings()
+    assert (s.prefix, s.backend, s.max_message_bytes) == ("/ws", "memory://", 65536)
+    assert (s.max_queue_messages, s.max_queue_bytes) == (1000, 4 * 2**20)
+    assert (s.slow_consumer, s.max_rooms_per_connection) == ("close", 100)
+    assert s.rate_limit == (100, 50.0)
+    assert (s.heartbeat_interval, s.heartbeat_timeout, s.echo_to_sender) == (20.0, 20.0, True)
+    assert s.allowed_origins is None
+
+
+def test_environment_is_read() -> None:
+    env = {
+        "WSPLUGIN_PREFIX": "/rt",
+        "WSPLUGIN_BACKEND": "memory://x",
+        "WSPLUGIN_MAX_QUEUE_MESSAGES": "7",
+        "WSPLUGIN_MAX_MESSAGE_BYTES": "1024",
+        "WSPLUGIN_SLOW_CONSUMER": "drop_oldest",
+        "WSPLUGIN_RATE_LIMIT": "5,1.5",
+        "WSPLUGIN_HEARTBEAT_INTERVAL": "0.5",
+        "WSPLUGIN_ECHO_TO_SENDER": "false",
+        "WSPLUGIN_ALLOWED_ORIGINS": "https://a.example, https://B.example/",
+        "WSPLUGIN_ADMIN_PATH": "off",
+        "WSPLUGIN_REDIS_PREFIX": "app1",
+    }
+    s = build_settings({}, env=env)
+    assert s.prefix == "/rt"
+    assert s.backend == "memory://x"
+    assert s.max_queue_messages == 7
+    assert s.max_message_bytes == 1024
+    assert s.slow_consumer == "drop_oldest"
+    assert s.rate_limit == (5, 1.5)
+    assert s.heartbeat_interval == 0.5
+    assert s.echo_to_sender is False
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert s.admin_path is None
+    assert s.redis_prefix == "app1"
+
+
+@pytest.mark.parametrize("raw", ["off", "none", ""])
+def test_rate_limit_can_be_turned_off_by_env(raw: str) -> None:
+    assert build_settings({}, env={"WSPLUGIN_RATE_LIMIT": raw}).rate_limit is None
+
+
+def test_keyword_wins_over_environment() -> None:
+    s = build_settings({"max_queue_messages": 3}, env={"WSPLUGIN_MAX_QUEUE_MESSAGES": "9"})
+    assert s.max_queue_messages == 3
+
+
+def test_rate_limit_list_becomes_a_tuple() -> None:
+    assert build_settings({"rate_limit": [5, 1.0]}, env={}).rate_limit == (5, 1.0)
+
+
+def test_allowed_origins_are_normalised() -> None:
+    s = build_settings({"allowed_origins": ["https://App.Example/"]}, env={})
+    assert s.allowed_origins == ("https://app.example",)
+    assert build_settings({"allowed_origins": "*"}, env={}).allowed_origins == ("*",)
+
+
+def test_unknown_keyword_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="max_queue_msgs"):
+        build_settings({"max_queue_msgs": 1}, env={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("prefix", "ws"),
+        ("prefix", "/ws/"),
+        ("backend", "memory"),
+        ("max_message_bytes", 0),
+        ("max_queue_messages", -1),
+        ("max_queue_messages", 1.5),
+        ("max_queue_messages", True),
+        ("max_queue_bytes", "big"),
+        ("max_rooms_per_connection", 0),
+        ("slow_consumer", "block"),
+        ("rate_limit", (0, 1.0)),
+        ("rate_limit", (5, 0)),
+        ("rate_limit", 5),
+        ("heartbeat_interval", 0),
+        ("heartbeat_timeout", -1.0),
+        ("authenticate", "not callable"),
+        ("on_message", 3),
+        ("admin_path", "admin"),
+        ("health_path", "/"),
+        ("redis_prefix", ""),
+    ],
+)
+def test_bad_setting_names_itself(name: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=name):
+        build_settings({name: value}, env={})
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("WSPLUGIN_MAX_QUEUE_MESSAGES", "lots"),
+        ("WSPLUGIN_ECHO_TO_SENDER", "maybe"),
+        ("WSPLUGIN_RATE_LIMIT", "fast"),
+        ("WSPLUGIN_HEARTBEAT_TIMEOUT", "soon"),
+    ],
+)
+def test_bad_environment_value_names_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=var):
+        build_settings({}, env={var: raw})
+
+
+def test_bad_environment_value_is_validated_like_a_keyword() -> None:
+    with pytest.raises(ValueError, match="max_queue_messages"):
+        build_settings({}, env={"WSPLUGIN_MAX_QUEUE_MESSAGES": "0"})

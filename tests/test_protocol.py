@@ -1,0 +1,102 @@
+"""The wire protocol: frames, close codes, error words, room names, command parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wsplugin import protocol as p
+from wsplugin.protocol import CloseCode, ProtocolError
+
+
+def test_close_codes_are_the_documented_numbers() -> None:
+    assert {c.name: int(c) for c in CloseCode} == {
+        "NORMAL": 1000, "GOING_AWAY": 1001, "POLICY": 1008, "TOO_BIG": 1009,
+        "INTERNAL": 1011, "SERVICE_RESTART": 1012, "KICKED": 4000, "TOO_SLOW": 4008,
+        "RATE_LIMITED": 4029,
+    }
+
+
+def test_error_words_are_stable() -> None:
+    words = [p.BAD_JSON, p.UNKNOWN_TYPE, p.BAD_REQUEST, p.NOT_JOINED, p.FORBIDDEN,
+             p.BAD_ROOM, p.TOO_MANY_ROOMS, p.REJECTED]
+    assert words == ["bad_json", "unknown_type", "bad_request", "not_joined", "forbidden",
+                     "bad_room", "too_many_rooms", "rejected"]
+
+
+@pytest.mark.parametrize("room", ["a", "lobby", "A-Z_a.z:0-9", "x" * 128, "team:42.general"])
+def test_valid_room_names(room: str) -> None:
+    assert p.is_valid_room(room)
+    assert p.check_room(room) == room
+
+
+@pytest.mark.parametrize("room", ["", "x" * 129, "a b", "a/b", "é", "room!", "a\n", "%41"])
+def test_invalid_room_names_are_bad_room(room: str) -> None:
+    assert not p.is_valid_room(room)
+    with pytest.raises(ProtocolError) as info:
+        p.check_room(room)
+    assert info.value.code == "bad_room"
+
+
+@pytest.mark.parametrize("room", [None, 42, ["a"], {"a": 1}])
+def test_non_string_room_is_bad_request(room: object) -> None:
+    assert not p.is_valid_room(room)
+    with pytest.raises(ProtocolError) as info:
+        p.check_room(room)
+    assert info.value.code == "bad_request"
+
+
+def test_message_frame_is_the_envelope() -> None:
+    frame = json.loads(p.message_frame("lobby", {"text": "hé"}, "abc"))
+    assert frame == {"type": "message", "room": "lobby", "data": {"text": "hé"}, "sender": "abc"}
+
+
+def test_message_frame_keeps_unicode_and_is_compact() -> None:
+    text = p.message_frame(None, "hé ☃", None)
+    assert "hé ☃" in text
+    assert ", " not in text and ": " not in text
+    assert json.loads(text) == {"type": "message", "room": None, "data": "hé ☃", "sender": None}
+
+
+def test_message_frame_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        p.message_frame("a", float("nan"), None)
+
+
+def test_reply_echoes_id_only_when_given() -> None:
+    assert json.loads(p.reply("pong")) == {"type": "pong"}
+    assert json.loads(p.reply("pong", 7)) == {"type": "pong", "id": 7}
+    assert json.loads(p.reply("joined", "x", room="r")) == {"type": "joined", "room": "r",
+                                                              "id": "x"}
+
+
+def test_error_frame() -> None:
+    frame = json.loads(p.error_frame("bad_json", "nope", "c1"))
+    assert frame == {"type": "error", "code": "bad_json", "detail": "nope", "id": "c1"}
+
+
+def test_parse_command_accepts_an_object_with_a_type() -> None:
+    assert p.parse_command('{"type": "ping", "id": 1}') == {"type": "ping", "id": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{", "bad_json"),
+        ("", "bad_json"),
+        ("not json", "bad_json"),
+        ("[1, 2]", "bad_request"),
+        ('"ping"', "bad_request"),
+        ("42", "bad_request"),
+        ("null", "bad_request"),
+        ("{}", "bad_request"),
+        ('{"type": 5}', "bad_request"),
+        ('{"type": null}', "bad_request"),
+    ],
+)
+def test_parse_command_errors(text: str, code: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_command(text)
+    assert info.value.code == code
+    assert info.value.detail
