@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
@@ -97,6 +97,10 @@ def add_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/api/rooms/{room}/members")
     async def members(room: RoomName, manager: WSManager) -> list[dict[str, Any]]:

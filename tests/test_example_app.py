@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, Page, async_playwright
 from starlette.testclient import TestClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from example_app.main import create_app
 from tests.support import ThreadServer, subprocess_server
 
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 URL = re.compile(r"(?:https?|wss?)://", re.IGNORECASE)
 LINK = re.compile(r'(?:src|href)="([^"]*)"')
 
@@ -165,3 +170,55 @@ async def test_import_string_runs_under_uvicorn() -> None:
             members = (await http.get("/api/rooms/lobby/members")).json()
             assert [m["identity"] for m in members] == ["zoe"]
             assert (await http.get("/static/chat.js")).status_code == 200
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+async def open_chat(browser: Browser, url: str, name: str, errors: list[str]) -> Page:
+    page = await browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    await page.goto(url)
+    await page.fill("#name", name)
+    await page.fill("#room", "lobby")
+    await page.click("#join-form button[type=submit]")
+    await page.wait_for_selector("#status.online")
+    return page
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+async def test_chat_page_in_chromium(server: ThreadServer, browser: Browser) -> None:
+    errors: list[str] = []
+    alice = await open_chat(browser, server.url, "alice", errors)
+    bob = await open_chat(browser, server.url, "<b>bob</b>", errors)
+    await alice.wait_for_function("document.querySelectorAll('#members li').length === 2")
+    assert await alice.locator("#members li").all_inner_texts() == ["alice (you)", "<b>bob</b>"]
+
+    await bob.fill("#text", "hi <img src=x onerror=alert(1)>")
+    await bob.press("#text", "Enter")
+    line = alice.locator("#messages li.chat")
+    await line.wait_for()
+    assert await line.inner_text() == "<b>bob</b>hi <img src=x onerror=alert(1)>"
+    assert await alice.locator("#messages img").count() == 0
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await http.post("/announce/lobby", json={"text": "noon"})
+    for page in (alice, bob):
+        await page.locator("#messages li.announce", has_text="noon").wait_for()
+
+    await bob.click("#leave")
+    await alice.wait_for_function("document.querySelectorAll('#members li').length === 1")
+    await alice.locator("#messages li.system", has_text="<b>bob</b> left").wait_for()
+    assert errors == []

@@ -114,6 +114,9 @@
       setStatus("reconnecting", "error");
       state.timer = window.setTimeout(open, delay);
     } else {
+      state.room = "";
+      renderMembers([]);
+      setJoined(false);
       setStatus("offline", event.code === 1000 ? "" : "error");
     }
   }
