@@ -63,6 +63,7 @@ def test_page_links_local_assets_and_admin(client: TestClient) -> None:
     assert "/static/chat.js" in assets
     assert "/static/chat.css" in assets
     assert 'href="/ws-admin"' in page.text
+    assert client.get("/ws-admin").status_code != 404
     for path in assets:
         if path.startswith("/static/"):
             assert client.get(path).status_code == 200, path
