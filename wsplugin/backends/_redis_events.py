@@ -23,12 +23,30 @@ logger = logging.getLogger("wsplugin.redis")
 
 Publish = Callable[[str, bytes], Awaitable[int]]
 _KINDS = frozenset(
-    {"connected", "disconnected", "joined", "left", "kicked", "broadcast", "slow_close", "dropped", "health"}
+    {
+        "connected",
+        "disconnected",
+        "joined",
+        "left",
+        "kicked",
+        "broadcast",
+        "slow_close",
+        "dropped",
+        "health",
+    }
 )
 
 
 def event_row(event: Event, node: str) -> list[Any]:
-    return [event.kind, event.connection_id, event.room, event.identity, event.detail, event.node or node, event.time]
+    return [
+        event.kind,
+        event.connection_id,
+        event.room,
+        event.identity,
+        event.detail,
+        event.node or node,
+        event.time,
+    ]
 
 
 def event_from_row(row: Any) -> Event | None:
@@ -40,7 +58,13 @@ def event_from_row(row: Any) -> Event | None:
 
 class EventRelay:
     def __init__(
-        self, node: str, channel: str, publish: Publish, *, interval: float = 0.2, max_buffer: int = 5000
+        self,
+        node: str,
+        channel: str,
+        publish: Publish,
+        *,
+        interval: float = 0.2,
+        max_buffer: int = 5000,
     ) -> None:
         self.node = node
         self.channel = channel

@@ -27,7 +27,7 @@ class Keys:
         return f"{self.prefix}:ctl:{node}"
 
     def node(self, node: str) -> str:
-        """Hash: id, host, pid, started, last_heartbeat, connections, stats (JSON)."""
+        """Hash: id, host, pid, started, last_heartbeat, connections, stats, broker (JSON)."""
         return f"{self.prefix}:node:{node}"
 
     def conns(self, node: str) -> str:

@@ -39,7 +39,7 @@ class Backoff:
         if self.failures == 1:
             return 0.0
         delay = min(self.cap, self.base * 2 ** (self.failures - 2))
-        return delay * random.uniform(0.5, 1.0)
+        return float(delay * random.uniform(0.5, 1.0))
 
     def reset(self) -> None:
         self.failures = 0
@@ -83,9 +83,9 @@ class Listener:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="wsplugin-redis-listener")
 
-    async def wait_ready(self, timeout: float) -> bool:
+    async def wait_ready(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self._ready.wait()
         return self._ready.is_set()
 
@@ -151,7 +151,9 @@ class Listener:
             self.connects += 1
             self._ready.set()
             if self.connects > 1:
-                logger.warning("redis pub/sub reconnected; %d channels resubscribed", len(self.wanted))
+                logger.warning(
+                    "redis pub/sub reconnected; %d channels resubscribed", len(self.wanted)
+                )
             await self.on_connected(self.connects)
             await self._read(pubsub)
         finally:
@@ -186,4 +188,4 @@ class Listener:
 async def _close(pubsub: PubSub) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2.0):
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -79,7 +79,10 @@ class Publisher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                batch, self._pending = (
+                    self._pending[: self.max_batch],
+                    self._pending[self.max_batch :],
+                )
                 await self._flush(batch)
 
     async def _flush(self, batch: list[_Item]) -> None:

@@ -46,6 +46,7 @@ def room_counts(infos: Iterable[ConnectionInfo]) -> Counter[str]:
 def decode_node(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     fields = {k.decode(): v.decode() for k, v in raw.items()}
     stats: Any = _json_or(fields.get("stats", "{}"), {})
+    broker: Any = _json_or(fields.get("broker", "{}"), {})
     return {
         "id": fields.get("id", ""),
         "host": fields.get("host", ""),
@@ -54,7 +55,16 @@ def decode_node(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
         "last_heartbeat": float(fields.get("last_heartbeat", "0") or 0),
         "connections": int(fields.get("connections", "0") or 0),
         "stats": stats if isinstance(stats, dict) else {},
+        "broker": broker if isinstance(broker, dict) else {},
     }
+
+
+def _fields(mapping: Mapping[str, Any]) -> dict[Any, Any]:
+    return dict(mapping)
+
+
+def _decoded(raw: Any) -> list[str]:
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
 
 
 def _json_or(text: str, default: Any) -> Any:
@@ -75,17 +85,21 @@ class Registry:
 
     async def write_snapshot(self, infos: list[ConnectionInfo], meta: Mapping[str, str]) -> None:
         """Rewrite this node's keys from the local truth and refresh their expiry."""
-        conns, rooms, node = self.keys.conns(self.node), self.keys.rooms(self.node), self.keys.node(self.node)
+        conns, rooms, node = (
+            self.keys.conns(self.node),
+            self.keys.rooms(self.node),
+            self.keys.node(self.node),
+        )
         counts = room_counts(infos)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(conns, rooms)
             if infos:
-                pipe.hset(conns, mapping={i.id: encode_info(i, self.node) for i in infos})
+                pipe.hset(conns, mapping=_fields({i.id: encode_info(i, self.node) for i in infos}))
                 pipe.pexpire(conns, self.ttl_ms)
             if counts:
-                pipe.hset(rooms, mapping=dict(counts))
+                pipe.hset(rooms, mapping=_fields(counts))
                 pipe.pexpire(rooms, self.ttl_ms)
-            pipe.hset(node, mapping=dict(meta))
+            pipe.hset(node, mapping=_fields(meta))
             pipe.pexpire(node, self.ttl_ms)
             pipe.zadd(self.keys.nodes, {self.node: time.time()})
             await pipe.execute()
@@ -116,13 +130,15 @@ class Registry:
     async def remove_node(self) -> None:
         """Clean shutdown: this node's keys go at once instead of expiring."""
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.node(self.node), self.keys.conns(self.node), self.keys.rooms(self.node))
+            pipe.delete(
+                self.keys.node(self.node), self.keys.conns(self.node), self.keys.rooms(self.node)
+            )
             pipe.zrem(self.keys.nodes, self.node)
             await pipe.execute()
 
     async def live_nodes(self) -> list[dict[str, Any]]:
         """Every node whose ``node:`` hash has not expired (pruning the others)."""
-        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        ids = _decoded(await self.client.zrange(self.keys.nodes, 0, -1))
         if not ids:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
@@ -132,15 +148,17 @@ class Registry:
         dead = [node for node, meta in zip(ids, metas, strict=True) if not meta]
         if dead:
             await self.client.zrem(self.keys.nodes, *dead)
-        return [decode_node(meta) | {"id": node} for node, meta in zip(ids, metas, strict=True) if meta]
+        return [
+            decode_node(meta) | {"id": node} for node, meta in zip(ids, metas, strict=True) if meta
+        ]
 
     async def other_node_ids(self) -> list[str]:
-        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        ids = _decoded(await self.client.zrange(self.keys.nodes, 0, -1))
         return [node for node in ids if node != self.node]
 
     async def owner(self, connection_id: str) -> str | None:
         """The node whose connection hash holds ``connection_id`` (one round trip per call)."""
-        ids = [raw.decode() for raw in await self.client.zrange(self.keys.nodes, 0, -1)]
+        ids = _decoded(await self.client.zrange(self.keys.nodes, 0, -1))
         if not ids:
             return None
         async with self.client.pipeline(transaction=False) as pipe:

@@ -21,7 +21,9 @@ ChannelOf = Callable[[str], str]
 
 
 class Rpc:
-    def __init__(self, node: str, publish: Publish, control: ChannelOf, timeout: float = 2.0) -> None:
+    def __init__(
+        self, node: str, publish: Publish, control: ChannelOf, timeout: float = 2.0
+    ) -> None:
         self.node = node
         self.publish = publish
         self.control = control
@@ -37,14 +39,18 @@ class Rpc:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            receivers = await self.publish(self.control(owner), wire.encode_request(self.node, request_id, command))
+            receivers = await self.publish(
+                self.control(owner), wire.encode_request(self.node, request_id, command)
+            )
             if receivers == 0:
                 return False  # the owner is not listening (gone, or reconnecting)
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
             self.timeouts += 1
-            logger.warning("node %s did not answer %s for %s", owner, command.op, command.connection_id)
+            logger.warning(
+                "node %s did not answer %s for %s", owner, command.op, command.connection_id
+            )
             return False
         except BrokerError as exc:
             logger.warning("cannot route %s for %s: %s", command.op, command.connection_id, exc)
@@ -71,7 +77,9 @@ class Rpc:
             logger.exception("command %s failed", request.command.op)
             found = False
         try:
-            await self.publish(self.control(request.reply_to), wire.encode_reply(request.request_id, found))
+            await self.publish(
+                self.control(request.reply_to), wire.encode_reply(request.request_id, found)
+            )
         except BrokerError as exc:
             logger.warning("cannot reply to %s: %s", request.reply_to, exc)
 

@@ -84,7 +84,9 @@ class RoomMessage:
 
 
 def encode_room_message(node: str, frame: Frame, exclude: frozenset[str]) -> bytes:
-    return pack(frame_kind(frame), node.encode(), frame_bytes(frame), *(x.encode() for x in exclude))
+    return pack(
+        frame_kind(frame), node.encode(), frame_bytes(frame), *(x.encode() for x in exclude)
+    )
 
 
 def decode_room_message(data: bytes) -> RoomMessage:

@@ -87,7 +87,10 @@ class RedisBroker(Broker):
         self.registry = Registry(self.client, self.keys, self.node_id, registry_ttl)
         self.publisher = Publisher(self.client, timeout=publish_timeout)
         self.listener = Listener(
-            self.sub_client, self._on_message, self._on_connected, backoff=Backoff(0.1, reconnect_max_delay)
+            self.sub_client,
+            self._on_message,
+            self._on_connected,
+            backoff=Backoff(0.1, reconnect_max_delay),
         )
         self.rpc = Rpc(self.node_id, self.publisher.publish, self.keys.control, command_timeout)
         self.relay = EventRelay(self.node_id, self.keys.events, self.publisher.publish)
@@ -152,7 +155,9 @@ class RedisBroker(Broker):
     # messages ----------------------------------------------------------------------------
 
     async def publish(self, room: str, frame: Frame, exclude: frozenset[str]) -> None:
-        await self.publisher.publish(self.keys.room(room), wire.encode_room_message(self.node_id, frame, exclude))
+        await self.publisher.publish(
+            self.keys.room(room), wire.encode_room_message(self.node_id, frame, exclude)
+        )
 
     async def subscribe(self, room: str) -> None:
         await self.listener.add([self.keys.room(room)])
@@ -181,7 +186,9 @@ class RedisBroker(Broker):
             return
         self.counters["received"] += 1
         if self._handler is not None:
-            self.counters["delivered"] += self._handler.deliver_remote(room, message.frame, message.exclude)
+            self.counters["delivered"] += self._handler.deliver_remote(
+                room, message.frame, message.exclude
+            )
 
     def _on_control(self, fields: list[bytes]) -> None:
         kind = fields[0] if fields else b""
@@ -263,10 +270,12 @@ class RedisBroker(Broker):
             "started": repr(self.started),
             "last_heartbeat": repr(time.time()),
             "connections": str(connections),
-            "stats": json.dumps(self.stats()),
+            "stats": json.dumps(self._handler.local_stats() if self._handler else {}),
+            "broker": json.dumps(self.stats()),
         }
 
     def stats(self) -> dict[str, int]:
+        """The broker's own counters (published, own echoes, reconnects, deaf repairs...)."""
         return {
             **self.counters,
             "published": self.publisher.published,
@@ -329,7 +338,9 @@ class RedisBroker(Broker):
         if not self.listener.connected:
             return
         try:
-            receivers = await self.publisher.publish(self._control, wire.encode_ping(repr(time.time())))
+            receivers = await self.publisher.publish(
+                self._control, wire.encode_ping(repr(time.time()))
+            )
         except BrokerError:
             return  # Redis itself is away: the listener notices and reconnects
         grace = time.monotonic() - self._connected_at > self.ping_interval
@@ -339,7 +350,11 @@ class RedisBroker(Broker):
     def _check_deaf(self) -> None:
         now = time.monotonic()
         silent = now - max(self._last_pong, self._connected_at)
-        if self.listener.connected and silent > self.deaf_after and now - self._last_repair > self.deaf_after:
+        if (
+            self.listener.connected
+            and silent > self.deaf_after
+            and now - self._last_repair > self.deaf_after
+        ):
             self._declare_deaf(f"no self-ping came back for {silent:.1f}s")
 
     def _declare_deaf(self, why: str) -> None:
@@ -377,7 +392,9 @@ class RedisBroker(Broker):
             "reconnects": self.counters["reconnects"],
             "deaf_repairs": self.counters["deaf_repairs"],
             "last_error": self.listener.last_error,
-            "rooms_subscribed": sum(1 for c in self.listener.wanted if self.keys.room_of(c) is not None),
+            "rooms_subscribed": sum(
+                1 for c in self.listener.wanted if self.keys.room_of(c) is not None
+            ),
         }
 
 

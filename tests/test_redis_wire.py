@@ -1,0 +1,67 @@
+"""The Redis wire format: one compact header plus the frame, no JSON re-encoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsplugin.backends import _redis_wire as wire
+from wsplugin.backends.base import Command
+
+
+def test_room_message_round_trip_text() -> None:
+    frame = '{"type":"message","room":"r","data":"héllo","sender":null}'
+    data = wire.encode_room_message("node1", frame, frozenset({"a", "b"}))
+    message = wire.decode_room_message(data)
+    assert message.node == "node1"
+    assert message.frame == frame
+    assert isinstance(message.frame, str)
+    assert message.exclude == frozenset({"a", "b"})
+
+
+def test_room_message_round_trip_binary() -> None:
+    frame = bytes(range(256))
+    message = wire.decode_room_message(wire.encode_room_message("n", frame, frozenset()))
+    assert message.frame == frame
+    assert isinstance(message.frame, bytes)
+    assert message.exclude == frozenset()
+
+
+def test_header_is_compact() -> None:
+    frame = "x" * 100
+    data = wire.encode_room_message("abcdef123456", frame, frozenset())
+    assert len(data) - len(frame) == 4 + 1 + 4 + 12 + 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        Command("send", "c1", frame='{"a":1}'),
+        Command("send", "c1", frame=b"\x00\x01"),
+        Command("kick", "c2", reason="bye"),
+        Command("join", "c3", room="lobby"),
+        Command("leave", "c3", room="lobby"),
+    ],
+)
+def test_request_round_trip(command: Command) -> None:
+    request = wire.decode_request(wire.unpack(wire.encode_request("me", "7", command)))
+    assert request.reply_to == "me"
+    assert request.request_id == "7"
+    assert request.command == command
+
+
+def test_reply_round_trip() -> None:
+    assert wire.decode_reply(wire.unpack(wire.encode_reply("9", True))) == ("9", True)
+    assert wire.decode_reply(wire.unpack(wire.encode_reply("9", False))) == ("9", False)
+
+
+@pytest.mark.parametrize("data", [b"\x00\x00", b"\x00\x00\x00\x09abc", b"\x00\x00\x00\x01P"])
+def test_garbage_is_rejected(data: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_room_message(data)
+
+
+def test_unknown_op_is_rejected() -> None:
+    fields = wire.unpack(wire.encode_request("me", "1", Command("send", "c")))
+    fields[3] = b"explode"
+    with pytest.raises(wire.WireError):
+        wire.decode_request(fields)
