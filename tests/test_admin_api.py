@@ -169,7 +169,8 @@ async def _events_with(http: httpx.AsyncClient, kind: str) -> Any:
 
 
 async def _gone(http: httpx.AsyncClient, conn_id: str) -> bool:
-    return (await get(http, "/connections", q=conn_id))["total"] == 0
+    page = await get(http, "/connections", q=conn_id)
+    return bool(page["total"] == 0)
 
 
 async def test_viewer_reads_but_actions_are_refused(

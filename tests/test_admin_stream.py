@@ -49,7 +49,8 @@ async def read_until(
 
 @pytest.mark.timeout(60)
 async def test_snapshot_then_delta_after_a_client_connects() -> None:
-    with ThreadServer(create_app()) as server:
+    app = create_app()
+    with ThreadServer(app) as server:
         async with (
             httpx.AsyncClient(base_url=server.url, headers=OPERATOR, timeout=10) as http,
             http.stream("GET", STREAM, params={"ping": 1}) as response,
@@ -81,7 +82,7 @@ async def test_snapshot_then_delta_after_a_client_connects() -> None:
         async with httpx.AsyncClient(base_url=server.url, headers=OPERATOR, timeout=10) as http:
             again = await http.get(STREAM, params={"max_events": 1})
             assert "event: snapshot" in again.text
-        ctx = server.config.app.state.wsplugin_admin
+        ctx = app.state.wsplugin_admin
         assert ctx.feed.subscribers == 0
 
 
