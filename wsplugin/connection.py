@@ -63,8 +63,8 @@ class Connection:
     """A websocket handed to the manager, managed or user-owned."""
 
     __slots__ = (
-        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_receive", "_progress", "_queue",
-        "_queued_bytes", "_reader", "_receive", "_send", "_writer", "bytes_in", "bytes_out",
+        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_receive", "_progress",
+        "_queue", "_queued_bytes", "_reader", "_receive", "_send", "_writer", "bytes_in", "bytes_out",
         "close_code", "closed", "coalesce", "connected_at", "counters", "dropped", "id",
         "identity", "manager", "messages_in", "messages_out", "remote", "rooms", "user_agent",
         "websocket",
