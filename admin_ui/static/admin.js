@@ -284,8 +284,10 @@
       if (!id) return;
       const reason = $("kick-reason").value;
       if (!window.confirm(`Kick connection ${id}?\nReason: ${reason}`)) return;
-      act("/kick", { connection_id: id, reason: reason },
-        (r) => (r.ok ? "Kicked " : "Not found: ") + id);
+      act("/kick", { connection_id: id, reason: reason }, (r) => {
+        if (r.ok) select(null);
+        return (r.ok ? "Kicked " : "Not found: ") + id;
+      });
     });
     $("broadcast-form").addEventListener("submit", (event) => {
       event.preventDefault();

@@ -1,0 +1,199 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.admin_helpers import (
+    ADMIN,
+    OPERATOR_TOKEN,
+    VIEWER_TOKEN,
+    XSS,
+    create_app,
+    next_message,
+    open_client,
+)
+from tests.support import ROOT, ThreadServer
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+OUTPUT = Path(ROOT) / "tests" / "output"
+SCREENSHOT = OUTPUT / "admin_dashboard.png"
+DOCS_SCREENSHOT = Path(ROOT) / "docs" / "admin_dashboard.png"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+        reason="needs /usr/bin/chromium (apt-get install chromium); required when CI is set",
+    ),
+]
+
+
+def identity_from_query(websocket: WebSocket) -> str:
+    return websocket.query_params.get("user", "anonymous")
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadServer]:
+    with ThreadServer(create_app(authenticate=identity_from_query)) as running:
+        yield running
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def logged_in_page(browser: Browser, server: ThreadServer) -> Page:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(f"{server.url}{ADMIN}/")
+    await expect(page).to_have_url(f"{server.url}{ADMIN}/login")
+    await page.fill("input[name=token]", OPERATOR_TOKEN)
+    await page.click("form:has(input[name=token]) button[type=submit]")
+    await expect(page).to_have_url(f"{server.url}{ADMIN}/")
+    await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    return page
+
+
+def row(page: Page, conn_id: str) -> Any:
+    return page.locator(f'#conn-table tbody tr[data-id="{conn_id}"]')
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def crowd(server: ThreadServer) -> list[ClientConnection]:
+    """A few more clients in a few rooms, with some traffic, so the screenshot shows life."""
+    people = [("ada", "lobby"), ("grace", "lobby"), ("linus", "dev"), ("guido", "dev"),
+              ("margaret", "ops")]
+    clients = []
+    for name, room in people:
+        ws, _ = await open_client(server.ws_url, f"{room}?user={name}",
+                                  user_agent_header="Mozilla/5.0 (X11; Linux x86_64)")
+        clients.append(ws)
+    for ws in clients:
+        await ws.send(json.dumps({"type": "publish", "data": {"text": "hi"}}))
+    return clients
+
+
+async def test_login_live_rows_broadcast_and_kick(browser: Browser, server: ThreadServer) -> None:
+    page = await logged_in_page(browser, server)
+    others = await crowd(server)
+    ws, conn_id = await open_client(server.ws_url, "lobby?user=mallory")
+    try:
+        # The row appears without a reload.
+        await expect(row(page, conn_id)).to_be_visible(timeout=10_000)
+        await expect(row(page, conn_id)).to_contain_text("mallory")
+        await expect(page.locator('[data-total="connections"]')).to_have_text("6")
+
+        # Broadcast to the room from the Rooms tab; the client receives it.
+        await page.click('[data-tab="rooms"]')
+        await expect(page.locator('#room-table tbody tr[data-room="lobby"]')).to_contain_text("3")
+        await page.fill("#broadcast-room", "lobby")
+        await page.fill("#broadcast-data", '{"notice": "maintenance at noon"}')
+        await page.click("#broadcast-form button[type=submit]")
+        message = await asyncio.wait_for(next_message(ws), 10)
+        assert message["data"] == {"notice": "maintenance at noon"}
+        assert message["room"] == "lobby"
+        await expect(page.locator("#flash")).to_contain_text("Delivered to 3")
+        await page.click('#room-table tbody tr[data-room="lobby"]')
+        await expect(page.locator("#room-members tbody tr")).to_have_count(3)
+
+        # Kick it: the confirm dialog is accepted, the client gets 4000 and the reason.
+        await page.click('[data-tab="connections"]')
+        await row(page, conn_id).click()
+        await expect(page.locator("#selected-id")).to_have_text(conn_id)
+        await page.fill("#kick-reason", "spamming the lobby")
+        dialogs: list[str] = []
+
+        async def accept(dialog: Dialog) -> None:
+            dialogs.append(dialog.type)
+            await dialog.accept()
+
+        page.once("dialog", accept)
+        await page.click("#kick-button")
+        assert await closed_with(ws) == (4000, "spamming the lobby")
+        assert dialogs == ["confirm"]
+        await expect(row(page, conn_id)).to_have_count(0, timeout=10_000)
+        await expect(page.locator("#selected-panel")).to_be_hidden()
+
+        # The event log and the audit log show it, live.
+        await page.click('[data-tab="events"]')
+        await expect(page.locator("#event-table tbody tr.kind-kicked")).to_contain_text(
+            "spamming the lobby"
+        )
+        await page.click('[data-tab="audit"]')
+        audit = page.locator("#audit-table tbody tr")
+        await expect(audit.first).to_contain_text("kick")
+        await expect(audit.first).to_contain_text(conn_id)
+        await page.click('[data-tab="connections"]')
+        await expect(page.locator('[data-total="connections"]')).to_have_text("5")
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SCREENSHOT, DOCS_SCREENSHOT)
+    finally:
+        for other in others:
+            await other.close()
+        await ws.close()
+        await page.close()
+
+
+async def test_hostile_strings_render_as_text(browser: Browser, server: ThreadServer) -> None:
+    page = await logged_in_page(browser, server)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.type))
+    ws, conn_id = await open_client(
+        server.ws_url, f"lobby?user={quote(XSS)}", user_agent_header=XSS
+    )
+    try:
+        line = row(page, conn_id)
+        await expect(line).to_be_visible(timeout=10_000)
+        cells = line.locator("td")
+        await expect(cells.nth(1)).to_have_text(XSS)  # identity
+        await expect(cells.nth(4)).to_have_text(XSS)  # user agent
+        assert await page.locator("#conn-table img").count() == 0
+        await page.click('[data-tab="events"]')
+        await expect(page.locator("#event-table tbody tr").first).to_contain_text(XSS)
+        assert await page.locator("img").count() == 0
+        await page.wait_for_timeout(500)  # give a would-be onerror handler time to fire
+        assert dialogs == []
+    finally:
+        await ws.close()
+        await page.close()
+
+
+async def test_viewer_sees_no_action_controls(browser: Browser, server: ThreadServer) -> None:
+    page = await browser.new_page()
+    try:
+        await page.goto(f"{server.url}{ADMIN}/login?token={VIEWER_TOKEN}")
+        await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+        await expect(page.locator("#broadcast-form")).to_be_hidden()
+        await expect(page.locator("#selected-panel")).to_be_hidden()
+    finally:
+        await page.close()
