@@ -413,6 +413,7 @@ class Window:
         self.sent0 = shared.sent
         self.cpu0 = meter.cpu()
         self.rss0 = meter.rss()
+        self.cores0 = psutil.cpu_times(percpu=True)
 
     def result(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.t0
@@ -424,10 +425,21 @@ class Window:
             "messages_per_s": (shared.sent - self.sent0) / elapsed,
             "loadgen_cpu": (cpu1[0] - self.cpu0[0]) / elapsed,
             "server_cpu": (cpu1[1] - self.cpu0[1]) / elapsed if self.meter.server else None,
+            "core_busy": core_busy(self.cores0, psutil.cpu_times(percpu=True)),
             "server_rss_mb_start": self.rss0 / 2**20,
             "server_rss_mb_end": self.meter.rss() / 2**20,
             "server_rss_mb_max": self.meter.rss_max / 2**20,
         }
+
+
+def core_busy(before: list[Any], after: list[Any]) -> list[float]:
+    """Busy fraction of every core (any process, softirq included) between two samples."""
+    out = []
+    for a, b in zip(before, after, strict=True):
+        total = sum(b) - sum(a)
+        idle = (b.idle + b.iowait) - (a.idle + a.iowait)
+        out.append(round(1 - idle / total, 3) if total > 0 else 0.0)
+    return out
 
 
 async def sample_rss(meter: Meter, stop: asyncio.Event) -> None:
@@ -605,6 +617,7 @@ async def run_churn(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any
     window = Window(Shared(scenario), meter)
     await asyncio.gather(*(worker() for _ in range(scenario.concurrency)))
     result = window.result()
+    del result["deliveries_per_s"], result["messages_per_s"]
     result.update(
         cycles=cycles,
         churn_per_s=2 * cycles / result["elapsed_s"],

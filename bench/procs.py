@@ -1,0 +1,138 @@
+"""Processes of one run: a fresh server pinned to one core, the load generator on another."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from bench.plan import ServerSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVERS_DIR = os.path.join(ROOT, "bench", "servers")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def pinned(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child to one core (None: no pinning)."""
+    if cpu is None:
+        return None
+    cores = {cpu}
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def child_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": ROOT + (os.pathsep + path if path else "")}
+
+
+class Server:
+    """A running benchmark server (see :func:`server_process`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, room: str = "bench") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/{room}"
+
+    def crashed(self) -> bool:
+        """True if the server exited on its own (it must live until we stop it)."""
+        return self.proc.poll() is not None
+
+    def log_tail(self, limit: int = 2000) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-limit:]
+
+
+@contextlib.contextmanager
+def server_process(spec: ServerSpec, extra: tuple[str, ...], cpu: int | None) -> Iterator[Server]:
+    """Start ``spec`` fresh on a free port, pinned to ``cpu``; SIGTERM it at the end."""
+    port = free_port()
+    cmd = [sys.executable, os.path.join(SERVERS_DIR, spec.script), "--port", str(port)]
+    cmd += [*spec.args, *extra]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=log, preexec_fn=pinned(cpu)
+        )
+        server = Server(proc, port, log)
+        try:
+            wait_port(port, proc)
+            yield server
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def scenario_args(scenario: dict[str, Any]) -> list[str]:
+    """Command-line flags of ``bench/loadgen.py`` for a scenario dict."""
+    out: list[str] = []
+    for key, value in scenario.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out += [flag] if value else []
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def run_loadgen(
+    url: str, scenario: dict[str, Any], server_pid: int, cpu: int | None
+) -> dict[str, Any]:
+    """Run ``bench/loadgen.py`` in its own process (pinned to ``cpu``) and parse its JSON."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "loadgen.py"), url]
+    cmd += [*scenario_args(scenario), "--server-pid", str(server_pid)]
+    timeout = float(scenario.get("timeout", 180.0)) + 30
+    try:
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=child_env(), capture_output=True, timeout=timeout,
+            preexec_fn=pinned(cpu), check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"load generator timed out after {timeout:.0f}s"}
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = done.stderr.decode(errors="replace")[-1500:]
+        return {"ok": False, "error": f"load generator exited {done.returncode}: {tail}"}
+    return result
