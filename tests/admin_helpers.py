@@ -84,3 +84,22 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[
         elif not line and data:
             yield kind, json.loads(data)
             kind, data = "message", ""
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft RLIMIT_NOFILE (children inherit it); skip-free: fail if impossible."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= needed, "RLIMIT_NOFILE too low"
+
+
+def __getattr__(name: str) -> Any:
+    """``uvicorn tests.admin_helpers:scale_app``: an app built only when asked for."""
+    if name == "scale_app":
+        return create_app(rate_limit=None, authenticate=lambda ws: ws.query_params.get("user", "?"))
+    raise AttributeError(name)
