@@ -91,7 +91,7 @@ async def join(node: Node, connection_id: str, *rooms: str) -> None:
 
 
 async def is_ok(broker: RedisBroker) -> bool:
-    return (await broker.health())["status"] == "ok"
+    return bool((await broker.health())["status"] == "ok")
 
 
 async def all_ok(*brokers: RedisBroker) -> bool:
