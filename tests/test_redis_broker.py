@@ -352,3 +352,50 @@ async def test_silently_deaf_node_notices_through_self_ping(
         await eventually(lambda: is_ok(a[0]))
         await b[0].publish("lobby", "heard", frozenset())
         await eventually(lambda: a[1].frames("lobby") == ["heard"])
+
+
+async def test_broker_built_before_a_fork_takes_a_new_node_id(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = EventBus("inherited")
+    forked = create_broker(redis_url, prefix=redis_prefix)
+    assert isinstance(forked, RedisBroker)
+    inherited = forked.node_id
+    forked.attach_events(bus)
+    forked.pid = -1  # as if this object had been created in the parent process
+    handler = FakeHandler()
+    await forked.start(handler)
+    try:
+        assert forked.node_id != inherited
+        assert bus.node == forked.node_id
+        async with node(redis_url, redis_prefix) as other:
+            await join((forked, handler), "f1", "room")
+            await other[0].publish("room", "hello", frozenset())
+            await eventually(lambda: handler.frames("room") == ["hello"])
+            assert await other[0].command(Command("send", "f1", frame="x"))
+    finally:
+        await forked.stop()
+
+
+async def test_relayed_events_never_go_back_out_even_with_clashing_node_ids(
+    redis_url: str, redis_prefix: str
+) -> None:
+    a_bus, b_bus = EventBus("same"), EventBus("same")  # e.g. ids inherited across a fork
+    seen_a: list[Event] = []
+    a_bus.subscribe(seen_a.append)
+    brokers = [create_broker(redis_url, prefix=redis_prefix) for _ in range(2)]
+    brokers[0].attach_events(a_bus)
+    brokers[1].attach_events(b_bus)
+    for broker in brokers:
+        await broker.start(FakeHandler())
+    try:
+        relayed: list[Event] = []
+        b_bus.subscribe(relayed.append)
+        a_bus.emit("joined", connection_id="c1", room="r")
+        await eventually(lambda: len(relayed) == 1)
+        await asyncio.sleep(0.7)  # three relay intervals: an echo would be back by now
+        assert [e.kind for e in seen_a] == ["joined"]
+        assert len(relayed) == 1
+    finally:
+        for broker in brokers:
+            await broker.stop()

@@ -65,3 +65,10 @@ def test_unknown_op_is_rejected() -> None:
     fields[3] = b"explode"
     with pytest.raises(wire.WireError):
         wire.decode_request(fields)
+
+
+def test_publisher_is_read_without_decoding_the_frame() -> None:
+    data = wire.encode_room_message("node42", "x" * 1000, frozenset({"c"}))
+    assert wire.room_message_node(data) == b"node42"
+    with pytest.raises(wire.WireError):
+        wire.room_message_node(b"\x00")

@@ -76,6 +76,7 @@ class EventRelay:
         self.received = 0
         self.dropped = 0
         self._buffer: list[list[Any]] = []
+        self._relaying = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -99,7 +100,11 @@ class EventRelay:
 
     def _on_local(self, event: Event) -> None:
         bus = self.bus
-        if bus is None or (event.node and event.node not in (bus.node, self.node)):
+        if (
+            self._relaying
+            or bus is None
+            or (event.node and event.node not in (bus.node, self.node))
+        ):
             return  # an event relayed from another node: never send it back out
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
@@ -125,8 +130,12 @@ class EventRelay:
         if len(fields) != 3 or fields[1].decode() == self.node or self.bus is None:
             return
         rows = json.loads(fields[2])
-        for row in rows if isinstance(rows, list) else ():
-            event = event_from_row(row)
-            if event is not None:
-                self.received += 1
-                relay(self.bus, event)
+        self._relaying = True  # whatever node ids say, what we re-emit is not sent back out
+        try:
+            for row in rows if isinstance(rows, list) else ():
+                event = event_from_row(row)
+                if event is not None:
+                    self.received += 1
+                    relay(self.bus, event)
+        finally:
+            self._relaying = False

@@ -89,6 +89,14 @@ def encode_room_message(node: str, frame: Frame, exclude: frozenset[str]) -> byt
     )
 
 
+def room_message_node(data: bytes) -> bytes:
+    """The publisher of a room message, read without decoding the rest (own echoes)."""
+    if len(data) < 9:
+        raise WireError("not a room message")
+    (size,) = _LEN.unpack_from(data, 5)
+    return data[9 : 9 + size]
+
+
 def decode_room_message(data: bytes) -> RoomMessage:
     fields = unpack(data)
     if len(fields) < 3 or fields[0] not in (b"t", b"b"):

@@ -74,6 +74,7 @@ class RedisBroker(Broker):
     ) -> None:
         self.url = url
         self.node_id = uuid.uuid4().hex[:12]
+        self._node_bytes = self.node_id.encode()
         self.keys = Keys(prefix)
         self.registry_ttl = registry_ttl
         self.heartbeat_interval = max(0.5, min(registry_ttl / 3, 5.0))
@@ -117,6 +118,8 @@ class RedisBroker(Broker):
         self.relay.attach(bus)
 
     async def start(self, handler: BrokerHandler) -> None:
+        if os.getpid() != self.pid:  # built before a fork (gunicorn --preload): a new node
+            self._rename(uuid.uuid4().hex[:12])
         self._handler = handler
         self._running = True
         self.publisher.start()
@@ -127,6 +130,18 @@ class RedisBroker(Broker):
             logger.error("redis at %s unreachable; starting degraded and retrying", _safe(self.url))
         self._loops = [self._spawn(self._heartbeat_loop()), self._spawn(self._ping_loop())]
         self.relay.start()
+
+    def _rename(self, node: str) -> None:
+        logger.warning(
+            "broker %s was created in another process; this one is %s", self.node_id, node
+        )
+        self.node_id = self.registry.node = self.rpc.node = self.relay.node = node
+        self._node_bytes = node.encode()
+        self._control = self.keys.control(node)
+        self.pid = os.getpid()
+        self.started = time.time()
+        if self.relay.bus is not None:
+            self.relay.bus.node = node
 
     async def stop(self) -> None:
         if not self._running:
@@ -180,10 +195,10 @@ class RedisBroker(Broker):
             logger.exception("cannot handle a message on %s", channel)
 
     def _on_room_message(self, room: str, data: bytes) -> None:
-        message = wire.decode_room_message(data)
-        if message.node == self.node_id:
+        if wire.room_message_node(data) == self._node_bytes:
             self.counters["own_echoes"] += 1
             return
+        message = wire.decode_room_message(data)
         self.counters["received"] += 1
         if self._handler is not None:
             self.counters["delivered"] += self._handler.deliver_remote(
