@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -29,11 +31,44 @@ def make_app(**options: Any) -> tuple[FastAPI, WebSocketManager]:
     return app, install_ws_manager(app, **options)
 
 
+class SmallBufferServer(ThreadServer):
+    """A ThreadServer whose accepted sockets have a fixed, small kernel send buffer.
+
+    Linux autotunes a socket's send buffer up to ``tcp_wmem`` max (4 MiB by default), so a
+    client that stops reading first absorbs megabytes in the server's kernel buffer before
+    the application's queue sees any back-pressure. Setting ``SO_SNDBUF`` on the listening
+    socket (accepted sockets inherit it, without autotuning) makes a test reach the queue
+    limit after kilobytes instead.
+    """
+
+    def __init__(self, app: Any, sndbuf: int, **config: Any) -> None:
+        super().__init__(app, **config)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        self.sock.bind(("127.0.0.1", self.port))
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        finally:
+            self.loop.close()
+            self.sock.close()
+
+
 @contextlib.contextmanager
-def serve(**options: Any) -> Iterator[tuple[ThreadServer, WebSocketManager]]:
-    """A real uvicorn server on 127.0.0.1 running an app with a manager."""
+def serve(
+    *, sndbuf: int | None = None, **options: Any
+) -> Iterator[tuple[ThreadServer, WebSocketManager]]:
+    """A real uvicorn server on 127.0.0.1 running an app with a manager.
+
+    ``sndbuf``: a fixed kernel send buffer for every accepted socket (see SmallBufferServer).
+    """
     app, manager = make_app(**options)
-    with ThreadServer(app) as server:
+    server = ThreadServer(app) if sndbuf is None else SmallBufferServer(app, sndbuf)
+    with server:
         yield server, manager
 
 
@@ -80,6 +115,15 @@ async def close_code(ws: ClientConnection, seconds: float = 10.0) -> int | None:
             while True:
                 await ws.recv()
     return ws.close_code
+
+
+async def abort(ws: ClientConnection) -> None:
+    """Drop the TCP connection abruptly: SO_LINGER 0, so the kernel sends a RST."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()
+    await asyncio.sleep(0)  # the loop closes the socket on its next iteration
 
 
 async def wait_until(
