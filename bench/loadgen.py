@@ -49,7 +49,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 TEXT = WSMsgType.TEXT
@@ -137,7 +137,7 @@ class Shared:
             self.send_next()
 
 
-class Receiver(WSListener):  # type: ignore[misc]
+class Receiver(WSListener):
     """One receiving client. Phase 0: before #W#, 1: before #G#, 2: counting."""
 
     def __init__(self, shared: Shared, sampled: bool, slow: bool = False) -> None:
@@ -239,7 +239,7 @@ class Receiver(WSListener):  # type: ignore[misc]
             self.count_one()
 
 
-class Sender(WSListener):  # type: ignore[misc]
+class Sender(WSListener):
     """The publishing client. It ignores its own echoes but notes errors and closes."""
 
     def __init__(self, shared: Shared) -> None:
@@ -278,9 +278,8 @@ class Sender(WSListener):  # type: ignore[misc]
         if not self.ready.done():
             if b'"welcome"' in payload:
                 self.ready.set_result(None)
-        elif b'"type":"error"' in payload or b'"type": "error"' in payload:
-            if len(self.shared.errors) < 10:
-                self.shared.errors.append(payload[:200].decode(errors="replace"))
+        elif b'"error"' in payload and len(self.shared.errors) < 10:
+            self.shared.errors.append(payload[:200].decode(errors="replace"))
 
     def publish_raw(self, data: bytes) -> None:
         assert self.transport is not None
@@ -354,9 +353,9 @@ def slow_socket(parsed_url: Any) -> socket.socket:
     return sock
 
 
-async def wait_until(shared: Shared, condition: Callable[[], bool], timeout: float) -> bool:
-    """Wait until ``condition()`` holds, re-checking on every change (and every 50 ms)."""
-    deadline = time.monotonic() + timeout
+async def wait_until(shared: Shared, condition: Callable[[], bool], limit: float) -> bool:
+    """Wait up to ``limit`` s until ``condition()`` holds, re-checking on every change."""
+    deadline = time.monotonic() + limit
     while not condition():
         left = deadline - time.monotonic()
         if left <= 0:
@@ -418,6 +417,7 @@ class Window:
     def result(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.t0
         cpu1 = self.meter.cpu()
+        ours = cpu1[1] - self.cpu0[1]  # the server's CPU seconds (0 without a pid)
         shared = self.shared
         return {
             "elapsed_s": elapsed,
@@ -425,7 +425,8 @@ class Window:
             "messages_per_s": (shared.sent - self.sent0) / elapsed,
             "loadgen_cpu": (cpu1[0] - self.cpu0[0]) / elapsed,
             "server_cpu": (cpu1[1] - self.cpu0[1]) / elapsed if self.meter.server else None,
-            "core_busy": core_busy(self.cores0, psutil.cpu_times(percpu=True)),
+            "core_busy": (busy := core_busy(self.cores0, psutil.cpu_times(percpu=True))),
+            "other_cpu": round(sum(busy) - (cpu1[0] - self.cpu0[0] + ours) / elapsed, 3),
             "server_rss_mb_start": self.rss0 / 2**20,
             "server_rss_mb_end": self.meter.rss() / 2**20,
             "server_rss_mb_max": self.meter.rss_max / 2**20,
@@ -499,17 +500,20 @@ async def run_open(clients: Clients, meter: Meter) -> dict[str, Any]:
     result = window.result()
     sent = shared.sent
     expected = sent * len(clients.receivers)
-    await wait_until(shared, lambda: sum(r.count for r in clients.receivers) >= expected, scenario.drain)
+
+    def received() -> int:
+        return sum(r.count for r in clients.receivers)
+
+    await wait_until(shared, lambda: received() >= expected, scenario.drain)
     shared.measuring = False
     shared.sending = False
-    received = sum(r.count for r in clients.receivers)
     result.update(
         rate=scenario.rate,
         sent=sent,
         expected=expected,
-        received=received,
-        losses=expected - received,
-        loss_ratio=(expected - received) / expected if expected else 0.0,
+        received=received(),
+        losses=expected - received(),
+        loss_ratio=(expected - received()) / expected if expected else 0.0,
         latency=latency_summary(shared.latencies),
         server_rss_mb_max=meter.rss_max / 2**20,
     )
@@ -563,7 +567,7 @@ async def run_messages(url: str, scenario: Scenario, meter: Meter) -> dict[str, 
         clients.close()
 
 
-class Churner(WSListener):  # type: ignore[misc]
+class Churner(WSListener):
     """A short-lived client: ready on the welcome frame (envelope) or the handshake (raw)."""
 
     def __init__(self, welcome: bool) -> None:
@@ -667,9 +671,8 @@ async def run_async(url: str, scenario: Scenario, server_pid: int | None = None)
     target = scenario_url(url, scenario)
     result: dict[str, Any] = {"url": target, **dataclasses.asdict(scenario)}
     try:
-        result.update(
-            await asyncio.wait_for(runners[scenario.kind](target, scenario, meter), scenario.timeout)
-        )
+        runner = runners[scenario.kind]
+        result.update(await asyncio.wait_for(runner(target, scenario, meter), scenario.timeout))
         result["ok"] = True
     except Exception as exc:
         result["ok"] = False

@@ -69,12 +69,12 @@ SLOW_TRAFFIC = {"kind": "open", "n": 1000, "rate": 30.0, "size": 1000, "warmup":
 SLOW_QUEUE = ("--max-queue-messages", "100")
 
 
-def slow_pair(duration: float, reps: int) -> list[Case]:
+def slow_pair(duration: float, reps: int, servers: tuple[str, ...] | None = None) -> list[Case]:
     return [
-        Case("slow_off", {**SLOW_TRAFFIC, "duration": duration, "slow": 0}, reps,
-             wsplugin_args=SLOW_QUEUE),
-        Case("slow_on", {**SLOW_TRAFFIC, "duration": duration, "slow": 1}, reps,
-             wsplugin_args=SLOW_QUEUE),
+        Case("slow_off", {**SLOW_TRAFFIC, "duration": duration, "slow": 0}, reps, servers,
+             SLOW_QUEUE),
+        Case("slow_on", {**SLOW_TRAFFIC, "duration": duration, "slow": 1}, reps, servers,
+             SLOW_QUEUE),
     ]
 
 
@@ -102,8 +102,8 @@ def cases(mode: str) -> list[Case]:
     if mode == "quick":
         return [
             closed(1000, 3.0, 3),
-            latency(1000, 10.0, 5.0, 3),
-            *slow_pair(12.0, 1),
+            latency(1000, 10.0, 4.0, 3),
+            *slow_pair(12.0, 1, ("raw", "naive", "wsplugin")),
             idle(5000, 1),
             churn(3.0, 1),
         ]

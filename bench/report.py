@@ -1,4 +1,4 @@
-"""Summaries of result rows: medians, spread and ratios against a baseline of the same repetition."""
+"""Summaries of result rows: medians, spread, ratios against a baseline of the same rep."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ Row = dict[str, Any]
 Getter = Callable[[Row], float | None]
 
 LOADGEN_BUSY = 0.85  # above this the generator may be the bottleneck: say so
+OTHER_BUSY = 0.5  # CPU used by neither server nor generator (softirq is ~0.1-0.3 of it)
 
 
 def get(path: str) -> Getter:
@@ -145,7 +146,8 @@ def slow_lines(off: Table, on: Table) -> list[str]:
         ends = sorted({slow_end(r) for r in on.by[server].values()})
         lines.append(
             f"| {server} | {fmt(median(on.values(server, loss_percent)), 2)} "
-            f"| {fmt(median(off.values(server, p99)), 2)} | {fmt(median(on.values(server, p99)), 2)} "
+            f"| {fmt(median(off.values(server, p99)), 2)} "
+            f"| {fmt(median(on.values(server, p99)), 2)} "
             f"| {fmt(median(ratios), 2)} | {', '.join(ends)} "
             f"| {fmt(median(on.values(server, rss_growth)), 1)} |"
         )
@@ -189,6 +191,8 @@ def problems(rows: list[Row]) -> list[str]:
             out.append(f"- FAILED {where}: {str(row.get('error'))[:300]}")
         if row.get("server_crashed"):
             out.append(f"- SERVER CRASHED {where}: {row.get('server_log', '')[-300:]}")
+        if (row.get("other_cpu") or 0) > OTHER_BUSY:
+            out.append(f"- note {where}: other processes/softirq used {row['other_cpu']:.2f} CPU")
         if (row.get("loadgen_cpu") or 0) > LOADGEN_BUSY:
             out.append(f"- note {where}: load generator CPU {row['loadgen_cpu']:.2f}")
     return out

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import psutil  # noqa: E402
+import psutil  # type: ignore[import-untyped]  # noqa: E402
 
 from bench.plan import BASELINE, DEFAULT_SERVERS, SERVERS, Case, cases  # noqa: E402
 from bench.procs import run_loadgen, server_process  # noqa: E402
@@ -37,11 +37,7 @@ RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    import fastapi
-    import picows
-    import starlette
-    import uvicorn
-    import websockets
+    from importlib.metadata import version
 
     cpu = platform.processor() or ""
     with open("/proc/cpuinfo") as f:
@@ -55,9 +51,8 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": {
-            "uvicorn": uvicorn.__version__, "starlette": starlette.__version__,
-            "fastapi": fastapi.__version__, "websockets": websockets.__version__,
-            "picows": getattr(picows, "__version__", "?"),
+            name: version(name)
+            for name in ("uvicorn", "starlette", "fastapi", "websockets", "picows", "uvloop")
         },
     }
 
@@ -68,7 +63,23 @@ def rotated(servers: Sequence[str], rep: int) -> list[str]:
     return [*servers[k:], *servers[:k]]
 
 
-def run_one(case: Case, server: str, rep: int, cpus: tuple[int | None, int | None]) -> dict[str, Any]:
+def wait_for_quiet(limit: float, busy: float = 0.25) -> float:
+    """Wait (up to ``limit`` s) until other processes leave the cores alone; returns the wait.
+
+    The benchmark machine may be shared: a run that starts while something else uses the
+    cores measures that something else. Waiting for a quiet second costs little.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if psutil.cpu_percent(interval=0.5) / 100 < busy:
+            break
+    return time.monotonic() - t0
+
+
+Cpus = tuple[int | None, int | None]
+
+
+def run_one(case: Case, server: str, rep: int, cpus: Cpus) -> dict[str, Any]:
     """Start ``server`` fresh, run the case's scenario against it once, stop it."""
     spec = SERVERS[server]
     scenario = {**case.scenario, "protocol": spec.protocol, "batch": spec.batch}
@@ -98,7 +109,11 @@ def summary_line(row: dict[str, Any]) -> str:
 
 
 def run_all(
-    plan: list[Case], servers: Sequence[str], cpus: tuple[int | None, int | None], out: IO[str]
+    plan: list[Case],
+    servers: Sequence[str],
+    cpus: tuple[int | None, int | None],
+    out: IO[str],
+    quiet: float,
 ) -> list[dict[str, Any]]:
     rows = []
     for rep in range(max(case.reps for case in plan)):
@@ -107,7 +122,9 @@ def run_all(
                 continue
             chosen = [s for s in servers if case.servers is None or s in case.servers]
             for server in rotated(chosen, rep):
+                waited = wait_for_quiet(quiet)
                 row = run_one(case, server, rep, cpus)
+                row["quiet_wait_s"] = round(waited, 1)
                 row["time"] = time.time()
                 rows.append(row)
                 out.write(json.dumps(row) + "\n")
@@ -129,6 +146,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=0, help="override the repetitions of every case")
     p.add_argument("--server-cpu", type=int, default=0, help="-1: no pinning")
     p.add_argument("--loadgen-cpu", type=int, default=1, help="-1: no pinning")
+    p.add_argument("--quiet", type=float, default=30.0,
+                   help="wait up to this many seconds for idle cores before each run (0: never)")
     p.add_argument("--out", default="", help="JSON lines file (default: bench/results/...)")
     return p.parse_args(argv)
 
@@ -166,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.mode}: {len(plan)} cases x {len(servers)} servers; results -> {path}")
     with open(path, "w") as out:
         out.write(json.dumps(info) + "\n")
-        rows = run_all(plan, servers, cpus, out)
+        rows = run_all(plan, servers, cpus, out, args.quiet)
     print()
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['date']}")
     print(render(rows, servers, BASELINE))

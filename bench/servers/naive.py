@@ -12,9 +12,9 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # noqa: E402
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from bench.servers._common import parser, run_uvicorn  # noqa: E402
+from bench.servers._common import parser, run_uvicorn
 
 
 class ConnectionManager:

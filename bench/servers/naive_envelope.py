@@ -16,9 +16,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # noqa: E402
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from bench.servers._common import parser, run_uvicorn  # noqa: E402
+from bench.servers._common import parser, run_uvicorn
 
 
 class ConnectionManager:
@@ -52,7 +52,8 @@ async def websocket_endpoint(websocket: WebSocket, room: str) -> None:
         while True:
             command = json.loads(await websocket.receive_text())
             if command.get("type") == "publish":
-                await manager.broadcast(command.get("room", room), command.get("data"), connection_id)
+                target = command.get("room", room)
+                await manager.broadcast(target, command.get("data"), connection_id)
     except WebSocketDisconnect:
         manager.disconnect(room, websocket)
 

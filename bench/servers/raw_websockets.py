@@ -7,17 +7,16 @@ room (the sender included), like the naive manager.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import uvloop  # noqa: E402
-import websockets  # noqa: E402
-from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
+import uvloop
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
 
-from bench.servers._common import listen_socket, parser, raise_fd_limit  # noqa: E402
+from bench.servers._common import listen_socket, parser, raise_fd_limit
 
 ROOMS: dict[str, set[ServerConnection]] = {}
 

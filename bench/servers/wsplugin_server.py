@@ -15,9 +15,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI
 
-from bench.servers._common import parser, run_uvicorn  # noqa: E402
+from bench.servers._common import parser, run_uvicorn
 
 
 def manager_options(args: argparse.Namespace) -> dict[str, Any]:
