@@ -1,4 +1,4 @@
-"""Outgoing PUBLISHes, pipelined by one writer task and failing fast when Redis is away.
+"""Outgoing PUBLISHes, pipelined by one writer task on its own connection, failing fast.
 
 Concurrent publishes queue up while the previous pipeline is in flight and go out together
 in the next one: one round trip carries many messages, and messages leave a node in the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -42,6 +43,7 @@ class Publisher:
         self._wakeup = asyncio.Event()
         self._open_until = 0.0  # breaker: fail at once until this monotonic time
         self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None  # the writer's own connection, taken from the pool
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="wsplugin-redis-publisher")
@@ -54,6 +56,7 @@ class Publisher:
             self._task = None
         self._fail(self._pending, BrokerError("broker stopped"))
         self._pending = []
+        await self._drop_connection()
 
     async def publish(self, channel: str, payload: bytes) -> int:
         """PUBLISH and return the number of subscribers that got it; BrokerError if not sent."""
@@ -88,11 +91,9 @@ class Publisher:
     async def _flush(self, batch: list[_Item]) -> None:
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for channel, payload, _ in batch:
-                        pipe.publish(channel, payload)
-                    counts = await pipe.execute()
+                counts = await self._send(batch)
         except (RedisError, OSError, TimeoutError) as exc:
+            await self._drop_connection()
             self._open_until = time.monotonic() + self.cooldown
             self._fail(batch, BrokerError(f"redis publish failed: {exc!r}"))
             self._fail(self._pending, BrokerError("redis unavailable"))
@@ -103,6 +104,29 @@ class Publisher:
         for (_, _, future), count in zip(batch, counts, strict=True):
             if not future.done():
                 future.set_result(int(count))
+
+    async def _send(self, batch: list[_Item]) -> list[Any]:
+        """PUBLISH every item on the writer's own connection: one write, then the replies."""
+        if self._conn is None:
+            self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
+        packed = conn.pack_commands(
+            [("PUBLISH", channel, payload) for channel, payload, _ in batch]
+        )
+        await conn.send_packed_command(packed, check_health=False)
+        replies = [await conn.read_response() for _ in batch]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.release(conn)
 
     def _fail(self, items: list[_Item], error: BrokerError) -> None:
         for _, _, future in items:
