@@ -401,7 +401,7 @@ async def test_client_close_codes_are_seen_by_the_server() -> None:
         await ws.close()
 
         async def room_empty() -> bool:
-            return await on_server(server, manager.rooms()) == {}
+            return bool(await on_server(server, manager.rooms()) == {})
 
         await wait_until(room_empty, 5, "the room to empty")
         assert conn_id not in [i.id for i in await on_server(server, manager.connections())]

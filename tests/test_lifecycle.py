@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.ws_helpers import (
     serve,
     wait_until,
 )
-from wsplugin import WebSocketManager, install_ws_manager
+from wsplugin import ConnectionInfo, WebSocketManager, install_ws_manager
 
 PAD = "p" * 1000
 SNDBUF = 16384  # small kernel send buffers, so writers and queues are busy when RSTs arrive
@@ -40,21 +41,24 @@ async def open_many(
     return clients
 
 
-async def storm(manager: WebSocketManager, rooms: list[str], stop: asyncio.Event) -> int:
-    """Broadcast ~1 KB messages to ``rooms`` as fast as the loop allows until ``stop``."""
+async def storm(
+    manager: WebSocketManager, rooms: list[str], stop: threading.Event, pause: float = 0.0
+) -> int:
+    """Broadcast ~1 KB messages to ``rooms`` until ``stop``, pausing every 5 rounds."""
     sent = 0
     while not stop.is_set():
         for room in rooms:
             await manager.broadcast(room, {"seq": sent, "pad": PAD})
         sent += 1
         if sent % 5 == 0:
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
     return sent
 
 
 async def emptied(server: ThreadServer, manager: WebSocketManager) -> bool:
-    return (await on_server(server, manager.connections()) == []
-            and await on_server(server, manager.rooms()) == {})
+    connections = await on_server(server, manager.connections())
+    rooms = await on_server(server, manager.rooms())
+    return bool(connections == [] and rooms == {})
 
 
 @pytest.mark.timeout(90)
@@ -69,12 +73,12 @@ async def test_200_abrupt_disconnects_during_a_broadcast_storm(
             await on_server(server, manager.join(conn_id, "storm-2"))
         assert await on_server(server, manager.rooms()) == {"storm": 200, "storm-2": 100}
         assert server.loop is not None
-        stop = await on_server(server, asyncio.sleep(0, asyncio.Event()))
+        stop = threading.Event()
         storming = asyncio.run_coroutine_threadsafe(
-            storm(manager, ["storm", "storm-2"], stop), server.loop)
+            storm(manager, ["storm", "storm-2"], stop, pause=0.001), server.loop)
 
         async def all_backed_up() -> bool:  # every socket is full: each has a writer waiting
-            infos = await on_server(server, manager.connections())
+            infos: list[ConnectionInfo] = await on_server(server, manager.connections())
             return min(i.queue_depth for i in infos) > 0
 
         await wait_until(all_backed_up, 30, "every connection to have queued messages")
@@ -84,7 +88,7 @@ async def test_200_abrupt_disconnects_during_a_broadcast_storm(
             if n % 20 == 19:
                 await asyncio.sleep(0.01)  # resets arrive while broadcasts go on
         await wait_until(lambda: emptied(server, manager), 20, "connections and rooms to empty")
-        server.loop.call_soon_threadsafe(stop.set)
+        stop.set()
         sent = await asyncio.wrap_future(storming)
         stats = await on_server(server, manager.stats())
 
@@ -179,7 +183,7 @@ async def test_shutdown_closes_clients_with_1001_or_1012_and_logs_no_error(
         await asyncio.to_thread(server.stop)
         codes = await asyncio.gather(*codes_task)
     assert not server.thread.is_alive()
-    print(f"\nshutdown test: close codes seen by the clients: {sorted(set(codes))}")
+    print(f"\nshutdown test: close codes seen by the clients: {set(codes)}")
     assert set(codes) <= {1001, 1012}, codes
     assert manager.local_connections() == []
     assert manager.hub.rooms == {}
@@ -188,21 +192,23 @@ async def test_shutdown_closes_clients_with_1001_or_1012_and_logs_no_error(
 
 
 async def has_connections(server: ThreadServer, manager: WebSocketManager, count: int) -> bool:
-    return len(await on_server(server, manager.connections())) == count
+    connections: list[Any] = await on_server(server, manager.connections())
+    return len(connections) == count
 
 
 async def test_client_closing_normally_during_a_storm(caplog: pytest.LogCaptureFixture) -> None:
     with serve(rate_limit=None) as (server, manager), errors_logged(caplog) as errors:
         clients = await open_many(server, "storm", 50)
         assert server.loop is not None
-        stop = await on_server(server, asyncio.sleep(0, asyncio.Event()))
-        storming = asyncio.run_coroutine_threadsafe(storm(manager, ["storm"], stop), server.loop)
+        stop = threading.Event()
+        storming = asyncio.run_coroutine_threadsafe(
+            storm(manager, ["storm"], stop, pause=0.002), server.loop)
         await asyncio.sleep(0.1)
         readers = [asyncio.create_task(close_code(ws)) for ws, _ in clients]
         await asyncio.gather(*(ws.close() for ws, _ in clients))
         assert set(await asyncio.gather(*readers)) == {1000}
         await wait_until(lambda: emptied(server, manager), 10, "connections to be removed")
-        server.loop.call_soon_threadsafe(stop.set)
+        stop.set()
         await asyncio.wrap_future(storming)
     assert errors == [], [r.getMessage() for r in errors]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -75,7 +76,9 @@ def serve(
 async def on_server(server: ThreadServer, coro: Awaitable[Any], seconds: float = 10.0) -> Any:
     """Run ``coro`` on the server's loop without blocking the test's loop."""
     assert server.loop is not None
-    future = asyncio.run_coroutine_threadsafe(coro, server.loop)  # type: ignore[arg-type]
+    future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
+        coro, server.loop  # type: ignore[arg-type]
+    )
     return await asyncio.wait_for(asyncio.wrap_future(future), seconds)
 
 
