@@ -123,15 +123,15 @@ async def test_slow_consumer_is_closed_4008_and_the_others_get_everything(
         for ws in healthy:
             await ws.close()
 
+    closed = closed_at[0] if closed_at else {"broadcast": None, "written": None}
     print(f"\nslow-consumer test: {healthy_count} healthy clients x {total} messages of ~1 KB "
-          f"in {elapsed:.2f}s; healthy clients received "
-          f"{sorted({len(r) for r in results})} messages each, in order: "
-          f"{all(r == list(range(total)) for r in results)}; slow client closed "
-          f"({closed_at}) after broadcast #{closed_at[0]['broadcast'] if closed_at else '?'}, "
-          f"{slow_conn.messages_out - 1} messages had been written to its socket, "
-          f"it read {slow_received} before the close frame, close code {slow_code}; "
-          f"dropped on the connection {slow_conn.dropped}, room {room['dropped']}, "
-          f"manager stats {stats['dropped']} dropped, {stats['slow_closes']} slow closes")
+          f"in {elapsed:.2f}s; healthy clients received {sorted({len(r) for r in results})} "
+          f"messages each, all in order: {all(r == list(range(total)) for r in results)}; "
+          f"the slow client was closed when message #{closed['broadcast']} overflowed its "
+          f"queue ({closed['written']} messages had been written to its socket by then); "
+          f"reading afterwards it got {slow_received} messages then close code {slow_code}; "
+          f"dropped: connection {slow_conn.dropped}, room {room['dropped']}, stats "
+          f"{stats['dropped']}; slow_closes {stats['slow_closes']}")
     assert all(r == list(range(total)) for r in results)
     assert len(closed_at) == 1 and closed_at[0]["detail"] == "queue overflow"
     assert closed_at[0]["broadcast"] < total
