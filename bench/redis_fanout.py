@@ -1,6 +1,6 @@
 """Cross-worker fan-out through Redis, side by side with the single-process in-memory run.
 
-    python bench/redis_fanout.py                 # memory x1, redis x1, x2, x4 (about 2 min)
+    python bench/redis_fanout.py                 # memory x1, redis x1, x2, x4 (about 3 min)
     python bench/redis_fanout.py --workers 2 --n 200 --duration 5
 
 Every configuration starts fresh uvicorn processes (``bench/servers/wsplugin_server.py``)
@@ -236,15 +236,36 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def summarize_hop(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    messages = max(1.0, result["messages_per_s"] * result["elapsed_s"])
+    server_cpu_s = (result["server_cpu"] or 0.0) * result["elapsed_s"]
+    return {
+        "config": name,
+        "case": "hop",
+        "messages_per_s": round(result["messages_per_s"]),
+        "server_cpu_us_per_message": round(server_cpu_s / messages * 1e6, 1),
+        "p50_ms": round(result["latency"]["p50_ms"], 2),
+        "p99_ms": round(result["latency"]["p99_ms"], 2),
+    }
+
+
+def hop_table(rows: Sequence[dict[str, Any]]) -> str:
+    out = ["| config | msgs/s | CPU us/msg (all procs) | p50 ms (16 in flight) | p99 ms |"]
+    out.append("|---|---:|---:|---:|---:|")
+    for r in rows:
+        out.append(
+            f"| {r['config']} | {r['messages_per_s']:,} | {r['server_cpu_us_per_message']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} |"
+        )
+    return "\n".join(out)
+
+
 def hop_cost(rows: Sequence[dict[str, Any]]) -> list[str]:
     base = rows[0]
     out = []
     for r in rows[1:]:
         cpu = r["server_cpu_us_per_message"] - base["server_cpu_us_per_message"]
-        lat = r["p50_ms"] - base["p50_ms"]
-        out.append(
-            f"{r['config']}: +{cpu:.1f} us CPU per message, +{lat:.2f} ms p50 vs {base['config']}"
-        )
+        out.append(f"{r['config']}: {cpu:+.1f} us CPU per message vs {base['config']}")
     return out
 
 
@@ -259,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--rate", type=float, default=200.0, help="open-loop messages/s")
     p.add_argument("--workers", type=int, nargs="*", default=[2, 4])
+    p.add_argument("--hop-window", type=int, default=16, help="in flight, 1-receiver case")
     p.add_argument("--idle", type=int, default=1000, help="connections for the registry footprint")
     args = p.parse_args(argv)
     loadgen.raise_fd_limit()
@@ -266,27 +288,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind="closed", n=args.n, duration=args.duration, window=max(4, 4000 // args.n)
     )
     opened = loadgen.Scenario(kind="open", n=args.n, duration=args.duration, rate=args.rate)
+    hop = loadgen.Scenario(kind="closed", n=2, duration=args.duration, window=args.hop_window)
     rows: list[dict[str, Any]] = []
+    hops: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
     with redis_server() as (redis_url, redis_pid):
         for config in configs(args.workers):
             with cluster(config, redis_url, redis_pid) as c:
                 closed_result = run_case(c, closed)
                 opened_result = run_case(c, opened)
-            raw += [
-                {"config": config.name, **closed_result},
-                {"config": config.name, **opened_result},
-            ]
+                hop_result = run_case(c, hop)
+            for result in (closed_result, opened_result, hop_result):
+                raw.append({"config": config.name, **result})
             rows.append(summarize(config.name, closed_result, opened_result))
-            print(json.dumps(rows[-1]), flush=True)
+            hops.append(summarize_hop(config.name, hop_result))
+            print(json.dumps(rows[-1]), json.dumps(hops[-1]), flush=True)
         footprint = footprint_run(redis_url, redis_pid, args.idle)
-    print()
+    print(f"\nfan-out: 1 sender, {args.n} receivers\n")
     print(table(rows))
+    print("\nper-message cost: 1 sender, 2 receivers (the hop dominates)\n")
+    print(hop_table(hops))
     print()
-    print("\n".join(hop_cost(rows)))
+    print("\n".join(hop_cost(hops)))
     print()
     print(json.dumps(footprint, indent=1))
-    save(rows, raw, footprint)
+    save([*rows, *hops], raw, footprint)
     return 0
 
 
