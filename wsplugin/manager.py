@@ -68,8 +68,9 @@ class WebSocketManager:
         if broker is None:
             broker = create_broker(self.settings.backend, **_broker_options(self.settings))
         self.broker = broker
-        self.node_id = self.broker.node_id or uuid.uuid4().hex[:12]
-        self.events = EventBus(node=self.node_id)
+        if not self.broker.node_id:
+            self.broker.node_id = uuid.uuid4().hex[:12]
+        self.events = EventBus(node=self.broker.node_id)
         self.counters = Counters()
         self.hub = Hub()
         self.started_at = time.time()
@@ -81,6 +82,11 @@ class WebSocketManager:
         self._sub_lock: asyncio.Lock | None = None
         self._last_publish_warning = 0.0
         self._flush_queue: list[Connection] = []
+
+    @property
+    def node_id(self) -> str:
+        """This process's id in the cluster (the broker may renew it after a fork)."""
+        return self.broker.node_id
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
