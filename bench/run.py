@@ -146,8 +146,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=0, help="override the repetitions of every case")
     p.add_argument("--server-cpu", type=int, default=0, help="-1: no pinning")
     p.add_argument("--loadgen-cpu", type=int, default=1, help="-1: no pinning")
-    p.add_argument("--quiet", type=float, default=30.0,
-                   help="wait up to this many seconds for idle cores before each run (0: never)")
+    p.add_argument("--quiet", type=float, default=None,
+                   help="wait up to this many seconds for idle cores before each run "
+                   "(default 30, 0 with --smoke)")
     p.add_argument("--out", default="", help="JSON lines file (default: bench/results/...)")
     return p.parse_args(argv)
 
@@ -176,6 +177,8 @@ def cpus_for(args: argparse.Namespace) -> tuple[int | None, int | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan, servers = select(args)
+    if args.quiet is None:
+        args.quiet = 0.0 if args.mode == "smoke" else 30.0
     os.makedirs(RESULTS_DIR, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = args.out or os.path.join(RESULTS_DIR, f"{stamp}-{args.mode}.jsonl")
