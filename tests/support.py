@@ -58,8 +58,21 @@ class ThreadServer:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
-        self.loop.run_until_complete(self.server.serve())
-        self.loop.close()
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self._cancel_leftover_tasks()
+            self.loop.close()
+
+    def _cancel_leftover_tasks(self) -> None:
+        """What ``asyncio.run`` does: no task may outlive its loop (sse-starlette's watcher)."""
+        assert self.loop is not None
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
 
     def call(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the server's loop (e.g. ``manager.broadcast(...)``) and wait."""

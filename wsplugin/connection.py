@@ -31,6 +31,8 @@ CLOSE_TIMEOUT = 5.0
 """Seconds a close frame may take to reach a client before the connection is abandoned."""
 
 Outgoing = tuple[ASGIMessage, int, "Room | None"]
+InFlight = tuple["Room | None", ...]
+"""The rooms of the messages in a frame being written (one entry per message)."""
 
 
 class Counters:
@@ -63,8 +65,9 @@ class Connection:
     """A websocket handed to the manager, managed or user-owned."""
 
     __slots__ = (
-        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_receive", "_progress",
-        "_queue", "_queued_bytes", "_reader", "_receive", "_send", "_writer", "bytes_in", "bytes_out",
+        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_flight", "_in_receive",
+        "_progress", "_queue", "_queued_bytes", "_reader", "_receive", "_send", "_writer",
+        "bytes_in", "bytes_out",
         "close_code", "closed", "coalesce", "connected_at", "counters", "dropped", "id",
         "identity", "manager", "messages_in", "messages_out", "remote", "rooms", "user_agent",
         "websocket",
@@ -109,6 +112,7 @@ class Connection:
         self._in_receive = False
         self._aborting = False
         self._flush_pending = False
+        self._in_flight: InFlight = ()
         rate = settings.rate_limit
         self._bucket = TokenBucket(*rate) if rate is not None else None
 
@@ -118,7 +122,7 @@ class Connection:
         if self.closed:
             return False
         if self._writer is None and not self.coalesce:
-            return self._write_now(message, size, 1)
+            return self._write_now(message, size, (room,))
         if not self._enqueue(message, size, room):
             return False
         if self._writer is None and not self._flush_pending:
@@ -126,12 +130,17 @@ class Connection:
             self.manager.schedule_flush(self)
         return True
 
-    def _write_now(self, message: ASGIMessage, size: int, count: int) -> bool:
-        """Write eagerly; if the transport pushes back, a writer task takes over."""
+    def _write_now(self, message: ASGIMessage, size: int, rooms: InFlight) -> bool:
+        """Write eagerly; if the transport pushes back, a writer task takes over.
+
+        ``rooms`` has one entry per message in the frame (more than one when coalesced).
+        """
+        count = len(rooms)
         coro = self._send(message)
         try:
             yielded = step(coro)
         except Exception as exc:
+            self._in_flight = rooms
             self._send_failed(exc)
             return False
         if yielded is DONE:
@@ -143,7 +152,8 @@ class Connection:
             return True
         loop = asyncio.get_running_loop()
         self._progress = loop.time()
-        self._writer = loop.create_task(self._drain(Resume(coro, yielded), count, size))
+        self._in_flight = rooms  # counted as dropped if the connection ends before it is sent
+        self._writer = loop.create_task(self._drain(Resume(coro, yielded), size))
         return True
 
     def flush(self) -> None:
@@ -151,8 +161,8 @@ class Connection:
         self._flush_pending = False
         if self.closed or self._writer is not None or not self._queue:
             return
-        message, count, size = self._next_batch()
-        self._write_now(message, size, count)
+        message, rooms, size = self._next_batch()
+        self._write_now(message, size, rooms)
 
     def deliver_text(self, text: str) -> bool:
         message, size = text_message(text)
@@ -202,16 +212,16 @@ class Connection:
         if room is not None:
             room.dropped += 1
 
-    async def _drain(self, pending: Resume, count: int, size: int) -> None:
+    async def _drain(self, pending: Resume, size: int) -> None:
         """The writer: finish the suspended send, then empty the queue, then go away."""
         loop = asyncio.get_running_loop()
         try:
             await pending
-            self._sent(count, size, loop)
+            self._sent(size, loop)
             while self._queue and not self.closed:
-                message, count, size = self._next_batch()
+                message, self._in_flight, size = self._next_batch()
                 await self._send(message)
-                self._sent(count, size, loop)
+                self._sent(size, loop)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -219,23 +229,27 @@ class Connection:
         finally:
             self._writer = None
 
-    def _next_batch(self) -> tuple[ASGIMessage, int, int]:
+    def _next_batch(self) -> tuple[ASGIMessage, InFlight, int]:
         """The next frame to write; in coalesce mode, queued text messages joined by newlines."""
         queue = self._queue
-        message, size, _ = queue.popleft()
+        message, size, room = queue.popleft()
         self._queued_bytes -= size
         if not self.coalesce or not queue or "text" not in message:
-            return message, 1, size
+            return message, (room,), size
         texts = [message["text"]]
+        rooms = [room]
         total = size
         while queue and "text" in queue[0][0]:
-            next_message, next_size, _ = queue.popleft()
+            next_message, next_size, next_room = queue.popleft()
             self._queued_bytes -= next_size
             texts.append(next_message["text"])
+            rooms.append(next_room)
             total += next_size
-        return {"type": "websocket.send", "text": "\n".join(texts)}, len(texts), total
+        return {"type": "websocket.send", "text": "\n".join(texts)}, tuple(rooms), total
 
-    def _sent(self, count: int, size: int, loop: asyncio.AbstractEventLoop) -> None:
+    def _sent(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        count = len(self._in_flight)
+        self._in_flight = ()
         self._progress = loop.time()
         self.messages_out += count
         self.bytes_out += size
@@ -316,7 +330,10 @@ class Connection:
             return
         self.closed = True
         self.close_code = code
-        for _, _, room in self._queue:  # what will never be sent is counted, never silent
+        for room in self._in_flight:  # what will never be sent is counted, never silent
+            self._count_drop(room)
+        self._in_flight = ()
+        for _, _, room in self._queue:
             self._count_drop(room)
         self._queue.clear()
         self._queued_bytes = 0

@@ -107,6 +107,7 @@ class ManagedEndpoint:
                 command_id = command.get("id")
                 await self._dispatch(conn, room, command)
             except ProtocolError as exc:
+                command_id = command_id if command_id is not None else exc.command_id
                 conn.deliver_text(error_frame(exc.code, exc.detail, command_id))
 
     async def _dispatch(self, conn: Connection, room: str, command: dict[str, Any]) -> None:

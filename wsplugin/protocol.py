@@ -42,10 +42,11 @@ encode_json = _encoder.encode
 class ProtocolError(Exception):
     """A client command that gets an ``error`` frame; the connection keeps working."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, command_id: Any = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.command_id = command_id
 
 
 def is_valid_room(room: object) -> bool:
@@ -85,5 +86,5 @@ def parse_command(text: str) -> dict[str, Any]:
     if not isinstance(command, dict):
         raise ProtocolError(BAD_REQUEST, "a command is a JSON object with a 'type'")
     if not isinstance(command.get("type"), str):
-        raise ProtocolError(BAD_REQUEST, "a command needs a string 'type'")
+        raise ProtocolError(BAD_REQUEST, "a command needs a string 'type'", command.get("id"))
     return command
