@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 OUTPUT = Path(ROOT) / "tests" / "output"
 SCREENSHOT = OUTPUT / "admin_dashboard.png"
-DOCS_SCREENSHOT = Path(ROOT) / "docs" / "admin_dashboard.png"
 
 pytestmark = [
     pytest.mark.browser,
@@ -155,8 +153,7 @@ async def test_login_live_rows_broadcast_and_kick(browser: Browser, server: Thre
         await expect(page.locator('[data-total="connections"]')).to_have_text("5")
         OUTPUT.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SCREENSHOT, DOCS_SCREENSHOT)
+        assert SCREENSHOT.stat().st_size > 10_000  # docs/admin_dashboard.png is a copy of it
     finally:
         for other in others:
             await other.close()
