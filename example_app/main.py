@@ -68,8 +68,8 @@ class Presence:
 
     def __call__(self, event: Event) -> None:
         conn_id = event.connection_id
-        if conn_id is None:
-            return
+        if conn_id is None or event.node != self.manager.node_id:
+            return  # with Redis, the node that owns the connection announces it
         if event.kind == "joined" and event.room is not None:
             self.rooms.setdefault(conn_id, set()).add(event.room)
             self.announce(event.room, "joined", event.identity)
