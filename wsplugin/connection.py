@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from wsplugin._eager import DONE, Resume, step
+from wsplugin._fastpath import FastWriter, encode_frame
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode
 from wsplugin.ratelimit import TokenBucket
@@ -65,11 +66,36 @@ class Connection:
     """A websocket handed to the manager, managed or user-owned."""
 
     __slots__ = (
-        "_aborting", "_bucket", "_close_task", "_flush_pending", "_in_flight", "_in_receive",
-        "_progress", "_queue", "_queued_bytes", "_reader", "_receive", "_send", "_writer",
-        "bytes_in", "bytes_out",
-        "close_code", "closed", "coalesce", "connected_at", "counters", "dropped", "id",
-        "identity", "manager", "messages_in", "messages_out", "remote", "rooms", "user_agent",
+        "_aborting",
+        "_bucket",
+        "_close_task",
+        "_flush_pending",
+        "_in_flight",
+        "_in_receive",
+        "_progress",
+        "_queue",
+        "_queued_bytes",
+        "_reader",
+        "_receive",
+        "_send",
+        "_writer",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "closed",
+        "coalesce",
+        "connected_at",
+        "counters",
+        "dropped",
+        "fast",
+        "id",
+        "identity",
+        "manager",
+        "messages_in",
+        "messages_out",
+        "remote",
+        "rooms",
+        "user_agent",
         "websocket",
     )
 
@@ -113,6 +139,7 @@ class Connection:
         self._aborting = False
         self._flush_pending = False
         self._in_flight: InFlight = ()
+        self.fast: FastWriter | None = None
         rate = settings.rate_limit
         self._bucket = TokenBucket(*rate) if rate is not None else None
 
@@ -136,6 +163,14 @@ class Connection:
         ``rooms`` has one entry per message in the frame (more than one when coalesced).
         """
         count = len(rooms)
+        fast = self.fast
+        if fast is not None and fast.write(encode_frame(message)):
+            self.messages_out += count
+            self.bytes_out += size
+            counters = self.counters
+            counters.messages_out += count
+            counters.bytes_out += size
+            return True
         coro = self._send(message)
         try:
             yielded = step(coro)

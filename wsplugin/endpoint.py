@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
+from wsplugin._fastpath import FastWriter
 from wsplugin._utils import maybe_await
 from wsplugin.connection import Connection
 from wsplugin.manager import WebSocketManager
@@ -79,6 +80,7 @@ class ManagedEndpoint:
             coalesce=coalesce, websocket=websocket,
         )
         conn.bind_reader(asyncio.current_task())
+        conn.fast = FastWriter.attach(websocket.scope)
         conn.deliver_text(reply("welcome", connection_id=conn.id, rooms=[room]))
         try:
             await self.manager.join_local(conn, room)

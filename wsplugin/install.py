@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from wsplugin._fastpath import RawSendMiddleware
 from wsplugin.config import _UNSET, SlowConsumerPolicy, build_settings
 from wsplugin.endpoint import ManagedEndpoint
 from wsplugin.manager import WebSocketManager
@@ -70,6 +71,7 @@ def install_ws_manager(
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
     _wrap_lifespan(app, manager)
+    _add_raw_send_middleware(app)
     if settings.admin_path is not None:
         _mount_admin(app, manager, settings.admin_path, settings.admin_auth)
     return manager
@@ -81,6 +83,14 @@ def _health_route(path: str, manager: WebSocketManager) -> Route:
         return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
 
     return Route(path, health, methods=["GET"], name="wsplugin_health")
+
+
+def _add_raw_send_middleware(app: Starlette) -> None:
+    """Let the managed endpoint reach the server's own ``send`` (see ``_fastpath``)."""
+    try:
+        app.add_middleware(RawSendMiddleware)
+    except RuntimeError:  # the app already started: the ordinary ASGI path is used
+        logger.debug("wsplugin: app already started, websocket fast path off")
 
 
 def _wrap_lifespan(app: Starlette, manager: WebSocketManager) -> None:
