@@ -1,0 +1,73 @@
+"""The fast path: one frame per message written straight to uvicorn's transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+
+from tests.ws_helpers import on_server, open_client, recv_json, serve
+from wsplugin._fastpath import FRAME_KEY, encode_frame
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_text_frames_match_the_websockets_library(size: int) -> None:
+    text = ("é" * size)[:size]
+    message = {"type": "websocket.send", "text": text}
+    expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+    assert encode_frame(message) == expected
+    assert message[FRAME_KEY] == expected  # built once, cached on the shared message
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65536])
+def test_binary_frames_match_the_websockets_library(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])
+    assert encode_frame({"type": "websocket.send", "bytes": data}) == expected
+
+
+async def test_fast_path_only_without_compression() -> None:
+    with serve() as (server, manager):
+        plain, plain_id = await open_client(server, "r", compression=None)
+        deflate, deflate_id = await open_client(server, "r")  # negotiates permessage-deflate
+        assert manager.hub.connections[plain_id].fast is not None
+        assert manager.hub.connections[deflate_id].fast is None
+        for data in ({"n": 1}, {"big": "ü" * 70000}, b"\x00\xff" * 100):
+            await on_server(server, manager.broadcast("r", data))
+            got_plain, got_deflate = await plain.recv(), await deflate.recv()
+            assert got_plain == got_deflate
+            if isinstance(data, bytes):
+                assert got_plain == data
+            else:
+                assert json.loads(got_plain)["data"] == data
+        await plain.close()
+        await deflate.close()
+
+
+async def test_order_survives_back_pressure() -> None:
+    """Fast writes, then a paused transport (queue and writer task), then fast writes again."""
+    with serve(sndbuf=16384, max_queue_messages=5000, max_queue_bytes=64 * 2**20) as (
+        server, manager,
+    ):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        ws = await connect(f"{server.ws_url}/ws/r", sock=sock, compression=None, max_queue=4)
+        welcome = await recv_json(ws)
+        conn = manager.hub.connections[welcome["connection_id"]]
+        assert conn.fast is not None
+        pad = "x" * 1000
+        for seq in range(400):  # ~400 KB: far more than the socket buffers hold
+            await on_server(server, manager.broadcast("r", {"seq": seq, "pad": pad}))
+        assert conn.queue_depth > 0  # the client is not reading: the rest waits in the queue
+        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(400)]
+        assert seen == list(range(400))
+        await asyncio.sleep(0.1)
+        await on_server(server, manager.broadcast("r", {"seq": 400}))
+        assert (await recv_json(ws))["data"]["seq"] == 400
+        assert conn.dropped == 0
+        await ws.close()
