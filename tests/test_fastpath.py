@@ -17,7 +17,7 @@ from wsplugin._fastpath import FRAME_KEY, encode_frame
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
 def test_text_frames_match_the_websockets_library(size: int) -> None:
     text = ("é" * size)[:size]
-    message = {"type": "websocket.send", "text": text}
+    message: dict[str, object] = {"type": "websocket.send", "text": text}
     expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
     assert encode_frame(message) == expected
     assert message[FRAME_KEY] == expected  # built once, cached on the shared message
