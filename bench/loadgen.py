@@ -49,7 +49,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 TEXT = WSMsgType.TEXT

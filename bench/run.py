@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import psutil  # type: ignore[import-untyped]  # noqa: E402
+import psutil  # noqa: E402
 
 from bench.plan import BASELINE, DEFAULT_SERVERS, SERVERS, Case, cases  # noqa: E402
 from bench.procs import run_loadgen, server_process  # noqa: E402
