@@ -96,12 +96,25 @@ class FastWriter:
             return None
         return writer
 
-    def write(self, frame: bytes) -> bool:
-        """Write the frame if the connection is open and writable; False otherwise."""
+    def ready(self) -> bool:
+        """Open and writable: a frame may be written now."""
+        return (
+            self.writable.is_set()
+            and not self.protocol.close_sent
+            and self.state.state is _OPEN
+            and not self.transport.is_closing()
+        )
+
+    def write(self, frame: bytes, *, paused_ok: bool = False) -> bool:
+        """Write the frame if the connection is open (and writable, unless ``paused_ok``).
+
+        ``paused_ok``: frames accepted while the transport was writable, earlier in this loop
+        iteration, go out even if a write since then paused it (asyncio buffers them).
+        """
         protocol = self.protocol
         if (
             protocol.close_sent
-            or not self.writable.is_set()
+            or (not paused_ok and not self.writable.is_set())
             or self.state.state is not _OPEN
             or self.transport.is_closing()
         ):
