@@ -74,7 +74,8 @@ class Connection:
         "_close_task",
         "_corked",
         "_corked_bytes",
-        "_corked_rooms",
+        "_corked_extra",
+        "_corked_room",
         "_flush_pending",
         "_in_flight",
         "_in_receive",
@@ -146,8 +147,9 @@ class Connection:
         self._flush_pending = False
         self._in_flight: InFlight = ()
         self.fast: FastWriter | None = None
-        self._corked: list[bytes] | None = None
-        self._corked_rooms: list[Room | None] = []
+        self._corked: bytes | None = None
+        self._corked_room: Room | None = None
+        self._corked_extra: list[tuple[bytes, Room | None]] | None = None
         self._corked_bytes = 0
         rate = settings.rate_limit
         self._bucket = TokenBucket(*rate) if rate is not None else None
@@ -209,30 +211,38 @@ class Connection:
 
         Frames for one connection that arrive in the same iteration (a burst of publishes
         read in one go) then leave in one write: one syscall, still one message per frame.
+        The common case, one frame per iteration, allocates nothing.
         """
         if self._corked is None:
-            self._corked = [frame]
-            self._corked_rooms = [room]
+            self._corked = frame
+            self._corked_room = room
             self._corked_bytes = size
             if not self._flush_pending:
                 self._flush_pending = True
                 self.manager.schedule_flush(self)
+            return
+        extra = self._corked_extra
+        if extra is None:
+            self._corked_extra = [(frame, room)]
         else:
-            self._corked.append(frame)
-            self._corked_rooms.append(room)
-            self._corked_bytes += size
-            if self._corked_bytes >= CORK_BYTES:  # a producer that never yields: write now
-                self._uncork(self._corked)
+            extra.append((frame, room))
+        self._corked_bytes += size
+        if self._corked_bytes >= CORK_BYTES:  # a producer that never yields: write now
+            self._uncork()
 
-    def _uncork(self, frames: list[bytes]) -> None:
+    def _uncork(self) -> None:
+        first, extra = self._corked, self._corked_extra
+        self._corked = self._corked_extra = None
+        if first is None:
+            return
+        data = first if extra is None else b"".join([first, *(f for f, _ in extra)])
+        count = 1 if extra is None else 1 + len(extra)
         fast = self.fast
-        self._corked = None
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
         if fast is None or not fast.write(data, paused_ok=True):
-            self._in_flight = tuple(self._corked_rooms)  # the socket went away meanwhile
+            rooms = [self._corked_room, *(r for _, r in extra or ())]
+            self._in_flight = tuple(rooms)  # the socket went away meanwhile: counted
             self._send_failed(ConnectionError("transport closed"))
             return
-        count = len(frames)
         size = self._corked_bytes
         self.messages_out += count
         self.bytes_out += size
@@ -244,7 +254,7 @@ class Connection:
         """End of a loop iteration: write corked frames; in coalesce mode, queued messages."""
         self._flush_pending = False
         if self._corked is not None and not self.closed:
-            self._uncork(self._corked)
+            self._uncork()
         if self.closed or self._writer is not None or not self._queue:
             return
         message, rooms, size = self._next_batch()
@@ -420,9 +430,10 @@ class Connection:
             self._count_drop(room)
         self._in_flight = ()
         if self._corked is not None:
-            for room in self._corked_rooms:
+            self._count_drop(self._corked_room)
+            for _, room in self._corked_extra or ():
                 self._count_drop(room)
-            self._corked = None
+            self._corked = self._corked_extra = None
         for _, _, room in self._queue:
             self._count_drop(room)
         self._queue.clear()
