@@ -7,10 +7,13 @@ import json
 import socket
 
 import pytest
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from tests.ws_helpers import on_server, open_client, recv_json, serve
+from tests.support import ThreadServer
+from tests.ws_helpers import make_app, on_server, open_client, recv_json, serve, wait_until
 from wsplugin._fastpath import FRAME_KEY, encode_frame
 
 
@@ -70,4 +73,47 @@ async def test_order_survives_back_pressure() -> None:
         await on_server(server, manager.broadcast("r", {"seq": 400}))
         assert (await recv_json(ws))["data"]["seq"] == 400
         assert conn.dropped == 0
+        await ws.close()
+
+
+async def test_a_message_sent_just_before_a_kick_arrives_before_the_close() -> None:
+    with serve() as (server, manager):
+        ws, conn_id = await open_client(server, "r", compression=None)
+        assert manager.hub.connections[conn_id].fast is not None
+
+        async def send_then_kick() -> None:
+            await manager.send(conn_id, {"last": "words"})
+            await manager.kick(conn_id, reason="bye")
+
+        await on_server(server, send_then_kick())
+        assert (await recv_json(ws))["data"] == {"last": "words"}
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4000
+        assert ws.close_reason == "bye"
+        assert manager.hub.connections.get(conn_id) is None
+        assert manager.counters.dropped == 0
+
+
+async def test_user_owned_routes_use_the_fast_path_too() -> None:
+    app, manager = make_app()
+    seen: list[bool] = []
+
+    @app.websocket("/own")
+    async def own(websocket: WebSocket) -> None:
+        async with manager.connect(websocket, rooms=["r"]) as conn:
+            seen.append(conn.connection.fast is not None)
+            async for _ in conn:
+                pass
+
+    with ThreadServer(app) as server:
+        ws = await connect(f"{server.ws_url}/own", compression=None)
+        async def entered() -> bool:
+            return bool(seen)
+
+        await wait_until(entered, what="the route to enter manager.connect")
+        assert seen == [True]
+        for seq in range(3):
+            await on_server(server, manager.broadcast("r", {"seq": seq}))
+        assert [(await recv_json(ws))["data"]["seq"] for _ in range(3)] == [0, 1, 2]
         await ws.close()

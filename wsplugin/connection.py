@@ -376,6 +376,10 @@ class Connection:
         """Close from the server side: clean up now, send the close frame in the background."""
         if self.closed:
             return
+        if self._corked is not None:  # what was sent before the close goes out before it
+            self._uncork()
+            if self.closed:  # the socket was gone
+                return
         self._finish(code, reason)
         self._close_task = asyncio.get_running_loop().create_task(self._send_close(code, reason))
         self.manager.track(self._close_task)
@@ -413,6 +417,10 @@ class Connection:
         if self.closed:
             return
         self._aborting = True
+        if self._corked is not None:
+            self._uncork()
+            if self.closed:
+                return
         self._finish(code, reason)
         message = {"type": "websocket.close", "code": int(code), "reason": reason[:120]}
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from wsplugin._fastpath import FastWriter
 from wsplugin.protocol import CloseCode
 from wsplugin.types import Data, Identity
 
@@ -77,6 +78,7 @@ class UserConnection:
             user_agent=user_agent, coalesce=self._coalesce, websocket=websocket,
         )
         conn.bind_reader(asyncio.current_task())
+        conn.fast = FastWriter.attach(websocket.scope)
         self._conn = conn
         for room in self._rooms:
             await self.manager.join_local(conn, room)
