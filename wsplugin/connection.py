@@ -20,7 +20,7 @@ from wsplugin._fastpath import FastWriter, encode_frame
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode
 from wsplugin.ratelimit import TokenBucket
-from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Identity
+from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Frame, Identity
 
 if TYPE_CHECKING:
     from wsplugin.hub import Room
@@ -63,6 +63,11 @@ def text_message(text: str) -> tuple[ASGIMessage, int]:
 
 def bytes_message(data: bytes) -> tuple[ASGIMessage, int]:
     return {"type": "websocket.send", "bytes": data}, len(data)
+
+
+def frame_message(frame: Frame) -> tuple[ASGIMessage, int]:
+    """The ASGI send event of an encoded frame (text or binary)."""
+    return bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
 
 
 class Connection:
@@ -180,11 +185,7 @@ class Connection:
         count = len(rooms)
         fast = self.fast
         if fast is not None and fast.write(encode_frame(message)):
-            self.messages_out += count
-            self.bytes_out += size
-            counters = self.counters
-            counters.messages_out += count
-            counters.bytes_out += size
+            self._count_sent(count, size)
             return True
         coro = self._send(message)
         try:
@@ -194,11 +195,7 @@ class Connection:
             self._send_failed(exc)
             return False
         if yielded is DONE:
-            self.messages_out += count
-            self.bytes_out += size
-            counters = self.counters
-            counters.messages_out += count
-            counters.bytes_out += size
+            self._count_sent(count, size)
             return True
         loop = asyncio.get_running_loop()
         self._progress = loop.time()
@@ -243,12 +240,7 @@ class Connection:
             self._in_flight = tuple(rooms)  # the socket went away meanwhile: counted
             self._send_failed(ConnectionError("transport closed"))
             return
-        size = self._corked_bytes
-        self.messages_out += count
-        self.bytes_out += size
-        counters = self.counters
-        counters.messages_out += count
-        counters.bytes_out += size
+        self._count_sent(count, self._corked_bytes)
 
     def flush(self) -> None:
         """End of a loop iteration: write corked frames; in coalesce mode, queued messages."""
@@ -347,10 +339,15 @@ class Connection:
         count = len(self._in_flight)
         self._in_flight = ()
         self._progress = loop.time()
+        self._count_sent(count, size)
+
+    def _count_sent(self, count: int, size: int) -> None:
+        """``count`` messages of ``size`` bytes in all went to the socket."""
         self.messages_out += count
         self.bytes_out += size
-        self.counters.messages_out += count
-        self.counters.bytes_out += size
+        counters = self.counters
+        counters.messages_out += count
+        counters.bytes_out += size
 
     def _send_failed(self, exc: Exception) -> None:
         """The socket is gone (reset, closed): clean up, there is nobody to tell."""

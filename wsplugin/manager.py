@@ -18,7 +18,13 @@ from typing import Any
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
 from wsplugin.backends.base import ALL_ROOMS
 from wsplugin.config import Settings, build_settings
-from wsplugin.connection import Connection, Counters, bytes_message, text_message
+from wsplugin.connection import (
+    Connection,
+    Counters,
+    bytes_message,
+    frame_message,
+    text_message,
+)
 from wsplugin.events import EventBus
 from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
@@ -262,7 +268,7 @@ class WebSocketManager:
 
     # BrokerHandler -----------------------------------------------------------------
     def deliver_remote(self, room: str, frame: Frame, exclude: frozenset[str]) -> int:
-        message, size = bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
+        message, size = frame_message(frame)
         if room == ALL_ROOMS:
             return self.hub.deliver_all(message, size, exclude)
         return self.hub.deliver(room, message, size, exclude)
@@ -273,8 +279,7 @@ class WebSocketManager:
             return False
         if command.op == "send":
             frame = command.frame if command.frame is not None else ""
-            message, size = bytes_message(frame) if isinstance(frame, bytes) else text_message(
-                frame)
+            message, size = frame_message(frame)
             return conn.deliver(message, size) or True
         if command.op == "kick":
             self._kick_local(conn, command.reason)
