@@ -399,3 +399,37 @@ async def test_relayed_events_never_go_back_out_even_with_clashing_node_ids(
     finally:
         for broker in brokers:
             await broker.stop()
+
+
+async def test_publish_nowait_keeps_order_with_awaited_publishes(
+    redis_url: str, redis_prefix: str
+) -> None:
+    errors: list[BaseException] = []
+    async with node(redis_url, redis_prefix) as a, node(redis_url, redis_prefix) as b:
+        await join(a, "a1", "lobby")
+        await join(b, "b1", "lobby")
+        for n in range(50):
+            assert a[0].publish_nowait("lobby", f'{{"n":{n}}}', frozenset(), errors.append)
+        await a[0].publish("lobby", '{"n":50}', frozenset())
+        await eventually(lambda: len(b[1].delivered) == 51)
+        assert [frame for _, frame, _ in b[1].delivered] == [f'{{"n":{n}}}' for n in range(51)]
+        assert errors == []
+
+
+async def test_publish_nowait_failures_are_reported_not_lost() -> None:
+    from tests.support import free_port
+
+    broker = create_broker(f"redis://127.0.0.1:{free_port()}/0", prefix="x")
+    await broker.start(FakeHandler())
+    errors: list[BaseException] = []
+    try:
+        raised = 0
+        for _ in range(3):
+            try:
+                broker.publish_nowait("room", "x", frozenset(), errors.append)
+            except BrokerError:
+                raised += 1  # known to fail at once (the breaker is open)
+        await eventually(lambda: raised + len(errors) == 3)
+        assert all(isinstance(error, BrokerError) for error in errors)
+    finally:
+        await broker.stop()

@@ -77,6 +77,11 @@ async def test_redis_killed_mid_stream_and_restarted(redis_factory: RedisFactory
         await api("POST", f"{b.http}/announce/one", "local only")
         assert (await next_of(ws_b, "message"))["data"] == "local only"
         assert (await api("GET", f"{b.http}/stats"))["publish_errors"] >= 1
+        # a client's own publish is not held back either, and its failure is counted too
+        before = (await api("GET", f"{b.http}/stats"))["publish_errors"]
+        await ws_b.send(json.dumps({"type": "publish", "data": "client while down"}))
+        assert (await next_of(ws_b, "message"))["data"] == "client while down"
+        await eventually(lambda: _publish_errors_above(b, before))
 
         server.restart()
         await eventually(lambda: _all_ok(a, b), limit=15)
@@ -91,6 +96,10 @@ async def test_redis_killed_mid_stream_and_restarted(redis_factory: RedisFactory
         assert (await next_of(ws_a1, "pong"))["id"] == 1
         for ws in (ws_a1, ws_a2, ws_b):
             await ws.close()
+
+
+async def _publish_errors_above(worker: Worker, count: int) -> bool:
+    return bool((await api("GET", f"{worker.http}/stats"))["publish_errors"] > count)
 
 
 async def _degraded(worker: Worker) -> bool:

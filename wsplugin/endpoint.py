@@ -137,7 +137,7 @@ class ManagedEndpoint:
         if hook is not None:
             data = await self._run_hook(hook, conn, room, data)
         exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
-        await self.manager.publish(room, data, exclude=exclude, sender=conn.id)
+        await self.manager.publish(room, data, exclude=exclude, sender=conn.id, wait=False)
 
     async def _run_hook(self, hook: Any, conn: Connection, room: str, data: Any) -> Any:
         try:

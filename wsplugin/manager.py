@@ -257,14 +257,18 @@ class WebSocketManager:
         try:
             await self.broker.publish(room, frame, exclude or frozenset())
         except Exception as exc:
-            self.counters.publish_errors += 1
-            now = time.monotonic()
-            if now - self._last_publish_warning > 10:
-                self._last_publish_warning = now
-                level = logging.WARNING if isinstance(exc, BrokerError) else logging.ERROR
-                logger.log(level, "wsplugin: publish to other nodes failed (%r); "
-                           "local delivery went on; errors so far: %d",
-                           exc, self.counters.publish_errors)
+            self._publish_failed(exc)
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        """Count a cross-node publish that failed; warn at most every 10 seconds."""
+        self.counters.publish_errors += 1
+        now = time.monotonic()
+        if now - self._last_publish_warning > 10:
+            self._last_publish_warning = now
+            level = logging.WARNING if isinstance(exc, BrokerError) else logging.ERROR
+            logger.log(level, "wsplugin: publish to other nodes failed (%r); "
+                       "local delivery went on; errors so far: %d",
+                       exc, self.counters.publish_errors)
 
     # BrokerHandler -----------------------------------------------------------------
     def deliver_remote(self, room: str, frame: Frame, exclude: frozenset[str]) -> int:
@@ -330,14 +334,30 @@ class WebSocketManager:
         return delivered
 
     async def publish(
-        self, room: str, data: Data, *, exclude: frozenset[str] | None, sender: str | None
+        self, room: str, data: Data, *, exclude: frozenset[str] | None, sender: str | None,
+        wait: bool = True,
     ) -> int:
-        """Encode once, deliver locally, forward to the other nodes (no event emitted)."""
+        """Encode once, deliver locally, forward to the other nodes (no event emitted).
+
+        ``wait=False`` (a client's own messages) queues the cross-node publish without
+        waiting for the broker's answer; a failure is counted in ``publish_errors`` all
+        the same.
+        """
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
-        if self.broker.distributed:
+        if self.broker.distributed and not (wait is False and self._publish_nowait(
+            room, frame, exclude
+        )):
             await self._publish(room, frame, exclude)
         return delivered
+
+    def _publish_nowait(self, room: str, frame: Frame, exclude: frozenset[str] | None) -> bool:
+        try:
+            return self.broker.publish_nowait(room, frame, exclude or frozenset(),
+                                              self._publish_failed)
+        except Exception as exc:
+            self._publish_failed(exc)
+            return True
 
     async def broadcast_all(self, data: Data) -> int:
         """Send ``data`` to every connection on every node; returns local deliveries."""

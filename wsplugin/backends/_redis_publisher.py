@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -60,6 +61,25 @@ class Publisher:
 
     async def publish(self, channel: str, payload: bytes) -> int:
         """PUBLISH and return the number of subscribers that got it; BrokerError if not sent."""
+        future = self._enqueue(channel, payload)
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await future  # a timeout cancels it: the writer then skips it
+        except TimeoutError:
+            raise BrokerError("redis publish timed out") from None
+
+    def publish_nowait(
+        self, channel: str, payload: bytes, on_error: Callable[[BaseException], None]
+    ) -> None:
+        """Queue a PUBLISH without waiting for Redis; ``on_error`` hears of a later failure.
+
+        Raises BrokerError at once, like :meth:`publish`, when the breaker is open or too
+        many publishes wait. Order is kept with every other publish of this node.
+        """
+        future = self._enqueue(channel, payload)
+        future.add_done_callback(lambda done: _report(done, on_error))
+
+    def _enqueue(self, channel: str, payload: bytes) -> asyncio.Future[int]:
         if self._task is None:
             raise BrokerError("redis broker is not running")
         if time.monotonic() < self._open_until:
@@ -71,11 +91,7 @@ class Publisher:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((channel, payload, future))
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(self.timeout * 2):
-                return await future  # a timeout cancels it: the writer then skips it
-        except TimeoutError:
-            raise BrokerError("redis publish timed out") from None
+        return future
 
     async def _run(self) -> None:
         while True:
@@ -133,3 +149,11 @@ class Publisher:
             if not future.done():
                 self.errors += 1
                 future.set_exception(error)
+
+
+def _report(future: asyncio.Future[int], on_error: Callable[[BaseException], None]) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        on_error(error)

@@ -9,7 +9,7 @@ The in-memory broker is the one-process case where all of that is empty.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -84,6 +84,22 @@ class Broker(abc.ABC):
 
         Must fail fast with :class:`BrokerError` when the broker is unreachable.
         """
+
+    def publish_nowait(
+        self,
+        room: str,
+        frame: Frame,
+        exclude: frozenset[str],
+        on_error: Callable[[BaseException], None],
+    ) -> bool:
+        """Queue a publish without waiting for the broker, keeping order with other publishes.
+
+        For a client's own messages: its next frame is read without waiting for a round
+        trip. Returns False when the broker cannot (the caller then awaits :meth:`publish`);
+        raises :class:`BrokerError` at once when it is known to fail, and reports a later
+        failure to ``on_error``.
+        """
+        return False
 
     @abc.abstractmethod
     async def subscribe(self, room: str) -> None:

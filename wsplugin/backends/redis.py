@@ -174,6 +174,18 @@ class RedisBroker(Broker):
             self.keys.room(room), wire.encode_room_message(self.node_id, frame, exclude)
         )
 
+    def publish_nowait(
+        self,
+        room: str,
+        frame: Frame,
+        exclude: frozenset[str],
+        on_error: Callable[[BaseException], None],
+    ) -> bool:
+        self.publisher.publish_nowait(
+            self.keys.room(room), wire.encode_room_message(self.node_id, frame, exclude), on_error
+        )
+        return True
+
     async def subscribe(self, room: str) -> None:
         await self.listener.add([self.keys.room(room)])
 
