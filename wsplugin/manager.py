@@ -129,7 +129,7 @@ class WebSocketManager:
         task.add_done_callback(self._tasks.discard)
 
     def schedule_flush(self, conn: Connection) -> None:
-        """Coalescing connections write once per loop iteration, all in one callback."""
+        """End-of-iteration writes (corked fast-path frames, coalesced queues), one callback."""
         if not self._flush_queue:
             asyncio.get_running_loop().call_soon(self._flush)
         self._flush_queue.append(conn)
