@@ -6,28 +6,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class Connection(BaseModel):
-    id: str
-    identity: str | None
-    rooms: list[str]
-    remote: str
-    user_agent: str
-    connected_at: float
-    messages_in: int = 0
-    messages_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    queue_depth: int = 0
-    dropped: int = 0
-    node: str = ""
+from wsplugin.info import ConnectionInfo
 
 
 class ConnectionPage(BaseModel):
     total: int
     offset: int
     limit: int
-    items: list[Connection]
+    items: list[ConnectionInfo]
 
 
 class Room(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
 from admin_ui import AdminAuth
@@ -103,3 +104,8 @@ def __getattr__(name: str) -> Any:
     if name == "scale_app":
         return create_app(rate_limit=None, authenticate=lambda ws: ws.query_params.get("user", "?"))
     raise AttributeError(name)
+
+
+def identity_from_query(websocket: WebSocket) -> str:
+    """An ``authenticate`` hook for tests: the identity is ``?user=``."""
+    return websocket.query_params.get("user", "anonymous")

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
 from tests.admin_helpers import (
@@ -18,14 +17,11 @@ from tests.admin_helpers import (
     VIEWER,
     XSS,
     create_app,
+    identity_from_query,
     next_message,
     open_client,
 )
 from tests.support import ThreadServer
-
-
-def identity_from_query(websocket: WebSocket) -> str:
-    return websocket.query_params.get("user", "anonymous")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
-from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -22,6 +21,7 @@ from tests.admin_helpers import (
     VIEWER_TOKEN,
     XSS,
     create_app,
+    identity_from_query,
     next_message,
     open_client,
 )
@@ -40,10 +40,6 @@ pytestmark = [
         reason="needs /usr/bin/chromium (apt-get install chromium); required when CI is set",
     ),
 ]
-
-
-def identity_from_query(websocket: WebSocket) -> str:
-    return websocket.query_params.get("user", "anonymous")
 
 
 @pytest.fixture
