@@ -80,8 +80,6 @@ class Broker(abc.ABC):
 
     scheme: str = ""
     node_id: str = ""
-    distributed: bool = False
-    """False for the in-memory broker: the manager then skips every cross-node call."""
 
     @abc.abstractmethod
     async def start(self, handler: BrokerHandler) -> None:

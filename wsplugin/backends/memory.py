@@ -19,7 +19,6 @@ from wsplugin.types import Frame
 
 class MemoryBroker(Broker):
     scheme = "memory"
-    distributed = False
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url

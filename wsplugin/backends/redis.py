@@ -64,7 +64,6 @@ def _client(url: str, *, max_connections: int, timeout: float) -> Redis:
 
 class RedisBroker(Broker):
     scheme = "redis"
-    distributed = True
 
     def __init__(
         self,
