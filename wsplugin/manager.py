@@ -12,8 +12,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, Literal, TypeVar
 
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
 from wsplugin.backends.base import ALL_ROOMS
@@ -33,6 +33,10 @@ from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Iden
 from wsplugin.user_route import UserConnection
 
 logger = logging.getLogger("wsplugin")
+
+T = TypeVar("T")
+RoomOp = Literal["join", "leave"]
+_NO_ONE: frozenset[str] = frozenset()
 
 SHUTDOWN_GRACE = 3.0
 """Seconds the shutdown waits for close frames to reach clients."""
@@ -84,9 +88,8 @@ class WebSocketManager:
         self._started = False
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
-        self._subscribed: set[str] = set()
-        self._sub_lock: asyncio.Lock | None = None
         self._last_publish_warning = 0.0
+        self._on_publish_error = self._publish_failed  # bound once: publish is a hot path
         self._flush_queue: list[Connection] = []
 
     @property
@@ -139,9 +142,6 @@ class WebSocketManager:
         for conn in queue:
             conn.flush()
 
-    def _spawn(self, coro: Any) -> None:
-        self.track(asyncio.get_running_loop().create_task(coro))
-
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
         while True:
@@ -183,7 +183,7 @@ class WebSocketManager:
         self.hub.add(conn)
         self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
                          detail=user_agent)
-        self._registry_update(conn)
+        self.broker.connection_opened(conn)
         return conn
 
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
@@ -191,27 +191,26 @@ class WebSocketManager:
         rooms = self.hub.remove(conn)
         self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
                          detail=f"{code} {reason}".strip())
-        if self.broker.distributed and not self._stopping:
-            self._spawn(self._unregister(conn.id))
-        if rooms and self.broker.distributed:
-            self._spawn(self._sync_subscriptions())
+        if not self._stopping:  # stopping, the broker drops the whole node at once
+            self.broker.connection_closed(conn, rooms)
 
-    async def join_local(self, conn: Connection, room: str) -> bool:
-        if not self.hub.join(conn, room):
-            return False
-        self.events.emit("joined", connection_id=conn.id, room=room, identity=conn.identity_text)
-        if self.broker.distributed:
-            await self._sync_subscriptions()
-            self._registry_update(conn)
-        return True
+    # join_local / leave_local hand back the shared coroutine (await it): no extra frame
+    def join_local(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
+        """Add a local connection to ``room`` (no reply frame); False if it already was in."""
+        return self._change_room(conn, "join", room)
 
-    async def leave_local(self, conn: Connection, room: str) -> bool:
-        if not self.hub.leave(conn, room):
+    def leave_local(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
+        """Remove a local connection from ``room`` (no reply frame); False if it was not in."""
+        return self._change_room(conn, "leave", room)
+
+    async def _change_room(self, conn: Connection, op: RoomOp, room: str) -> bool:
+        """Hub, event, broker: the one path of :meth:`join_local` and :meth:`leave_local`."""
+        joining = op == "join"
+        if not (self.hub.join(conn, room) if joining else self.hub.leave(conn, room)):
             return False
-        self.events.emit("left", connection_id=conn.id, room=room, identity=conn.identity_text)
-        if self.broker.distributed:
-            await self._sync_subscriptions()
-            self._registry_update(conn)
+        self.events.emit("joined" if joining else "left", connection_id=conn.id, room=room,
+                         identity=conn.identity_text)
+        await self.broker.rooms_changed(conn)
         return True
 
     def connect(
@@ -227,38 +226,6 @@ class WebSocketManager:
         return UserConnection(self, websocket, room_list, identity, coalesce)
 
     # ------------------------------------------------------------------ broker side
-    async def _sync_subscriptions(self) -> None:
-        """Bring the broker's subscriptions in line with the rooms that have local members."""
-        if self._sub_lock is None:
-            self._sub_lock = asyncio.Lock()
-        async with self._sub_lock:
-            wanted = set(self.hub.rooms)
-            for room in sorted(wanted - self._subscribed):
-                await self._broker_call(self.broker.subscribe(room))
-                self._subscribed.add(room)
-            for room in sorted(self._subscribed - wanted):
-                await self._broker_call(self.broker.unsubscribe(room))
-                self._subscribed.discard(room)
-
-    async def _broker_call(self, coro: Any) -> None:
-        try:
-            await coro
-        except Exception as exc:  # the broker's supervisor repairs it; delivery goes on
-            logger.warning("wsplugin broker call failed: %r", exc)
-
-    def _registry_update(self, conn: Connection) -> None:
-        if self.broker.distributed:
-            self._spawn(self._broker_call(self.broker.register(conn.info())))
-
-    async def _unregister(self, connection_id: str) -> None:
-        await self._broker_call(self.broker.unregister(connection_id))
-
-    async def _publish(self, room: str, frame: Frame, exclude: frozenset[str] | None) -> None:
-        try:
-            await self.broker.publish(room, frame, exclude or frozenset())
-        except Exception as exc:
-            self._publish_failed(exc)
-
     def _publish_failed(self, exc: BaseException) -> None:
         """Count a cross-node publish that failed; warn at most every 10 seconds."""
         self.counters.publish_errors += 1
@@ -345,26 +312,22 @@ class WebSocketManager:
         """
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
-        if self.broker.distributed and not (wait is False and self._publish_nowait(
-            room, frame, exclude
-        )):
-            await self._publish(room, frame, exclude)
-        return delivered
-
-    def _publish_nowait(self, room: str, frame: Frame, exclude: frozenset[str] | None) -> bool:
-        try:
-            return self.broker.publish_nowait(room, frame, exclude or frozenset(),
-                                              self._publish_failed)
+        others = exclude or _NO_ONE
+        try:  # wait=False: queued by the broker (the in-memory one has nothing to forward)
+            if wait or not self.broker.publish_nowait(room, frame, others, self._on_publish_error):
+                await self.broker.publish(room, frame, others)
         except Exception as exc:
             self._publish_failed(exc)
-            return True
+        return delivered
 
     async def broadcast_all(self, data: Data) -> int:
         """Send ``data`` to every connection on every node; returns local deliveries."""
         message, size, frame = encode(None, data, None)
         delivered = self.hub.deliver_all(message, size, None)
-        if self.broker.distributed:
-            await self._publish(ALL_ROOMS, frame, None)
+        try:
+            await self.broker.publish(ALL_ROOMS, frame, _NO_ONE)
+        except Exception as exc:
+            self._publish_failed(exc)
         self.events.emit("broadcast", room=None, detail=str(delivered))
         return delivered
 
@@ -398,15 +361,14 @@ class WebSocketManager:
         """Remove a connection from ``room`` (the client gets ``left``); False if unknown."""
         return await self._join_or_leave_by_id(connection_id, "leave", room)
 
-    async def _join_or_leave_by_id(self, connection_id: str, op: str, room: str) -> bool:
+    async def _join_or_leave_by_id(self, connection_id: str, op: RoomOp, room: str) -> bool:
         check_room_arg(room)
         conn = self.hub.connections.get(connection_id)
         if conn is not None and not conn.closed:
             return await self._join_or_leave(conn, op, room)
-        return await self._command(Command("join" if op == "join" else "leave", connection_id,
-                                           room=room))
+        return await self._command(Command(op, connection_id, room=room))
 
-    async def _join_or_leave(self, conn: Connection, op: str, room: str) -> bool:
+    async def _join_or_leave(self, conn: Connection, op: RoomOp, room: str) -> bool:
         if op == "join":
             if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_connection:
                 return False
@@ -418,8 +380,6 @@ class WebSocketManager:
         return True
 
     async def _command(self, command: Command) -> bool:
-        if not self.broker.distributed:
-            return False
         try:
             return await self.broker.command(command)
         except Exception as exc:
@@ -427,56 +387,51 @@ class WebSocketManager:
                            exc)
             return False
 
+    # ------------------------------------------------------------------ cluster view
+    # The local truth plus what the broker knows of the other nodes (nothing, in memory).
+    # A registry that fails leaves the local view: every query goes through _remote.
+
+    async def _remote(self, query: Awaitable[T], empty: T) -> T:
+        try:
+            return await query
+        except Exception as exc:
+            logger.warning("wsplugin: cluster registry unavailable (%r); local view only", exc)
+            return empty
+
     async def connections(self, room: str | None = None) -> list[ConnectionInfo]:
         """Every connection in the cluster (or the members of ``room``)."""
         if room is not None:
             check_room_arg(room)
         local = self.local_connections(room)
-        if not self.broker.distributed:
-            return local
-        try:
-            return local + list(await self.broker.remote_connections(room))
-        except Exception as exc:
-            logger.warning("wsplugin: cluster registry unavailable (%r); local view only", exc)
-            return local
+        return local + list(await self._remote(self.broker.remote_connections(room), []))
 
     async def rooms(self) -> dict[str, int]:
         """Room -> member count, cluster-wide."""
         counts = {name: len(room.members) for name, room in self.hub.rooms.items()}
-        if self.broker.distributed:
-            try:
-                for name, count in (await self.broker.remote_rooms()).items():
-                    counts[name] = counts.get(name, 0) + count
-            except Exception as exc:
-                logger.warning("wsplugin: cluster registry unavailable (%r); local view only",
-                               exc)
+        for name, count in (await self._remote(self.broker.remote_rooms(), {})).items():
+            counts[name] = counts.get(name, 0) + count
         return counts
 
     async def nodes(self) -> list[dict[str, Any]]:
         """This node and every other live node of the cluster."""
-        me = {
+        return [self._this_node(), *await self._remote(self.broker.nodes(), [])]
+
+    def _this_node(self) -> dict[str, Any]:
+        return {
             "id": self.node_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "last_heartbeat": time.time(),
             "connections": len(self.hub.connections), "stats": self.local_stats(), "self": True,
         }
-        others: list[dict[str, Any]] = []
-        if self.broker.distributed:
-            try:
-                others = list(await self.broker.nodes())
-            except Exception as exc:
-                logger.warning("wsplugin: cluster registry unavailable (%r)", exc)
-        return [me, *others]
 
     async def stats(self) -> dict[str, int]:
         """Counters summed over every node (one node with the in-memory backend)."""
         totals = self.local_stats()
-        if not self.broker.distributed:
-            return totals
-        for node in (await self.nodes())[1:]:
+        for node in await self._remote(self.broker.nodes(), []):
             for key, value in (node.get("stats") or {}).items():
                 if key != "rooms" and isinstance(value, int):
                     totals[key] = totals.get(key, 0) + value
-        totals["rooms"] = len(await self.rooms())
+        remote_rooms = await self._remote(self.broker.remote_rooms(), {})
+        totals["rooms"] += sum(1 for name in remote_rooms if name not in self.hub.rooms)
         return totals
 
     async def health(self) -> dict[str, Any]:

@@ -3,13 +3,17 @@
 The manager never knows which broker it has. A broker carries what must cross process
 boundaries: room messages (encoded once, by the publishing node), commands aimed at one
 connection on whichever node owns it, and the cluster registry (nodes, connections, rooms).
-The in-memory broker is the one-process case where all of that is empty.
+The in-memory broker is the one-process case where all of that is empty: it answers the
+same contract with no-ops and empty views, so the manager has no "is there a cluster?"
+branch. Hooks the manager calls for every connection (:meth:`Broker.connection_opened`,
+:meth:`Broker.rooms_changed`, :meth:`Broker.connection_closed`) let each backend decide what
+that costs: nothing in memory, background registry writes with Redis.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -62,13 +66,20 @@ class BrokerHandler(Protocol):
         ...
 
 
+class LocalConnection(Protocol):
+    """What a broker may read of a local connection: its id and a registry snapshot."""
+
+    @property
+    def id(self) -> str: ...
+
+    def info(self) -> ConnectionInfo: ...
+
+
 class Broker(abc.ABC):
     """One small contract, two implementations: ``memory://`` and ``redis://``."""
 
     scheme: str = ""
     node_id: str = ""
-    distributed: bool = False
-    """False for the in-memory broker: the manager then skips every cross-node call."""
 
     @abc.abstractmethod
     async def start(self, handler: BrokerHandler) -> None:
@@ -100,6 +111,27 @@ class Broker(abc.ABC):
         failure to ``on_error``.
         """
         return False
+
+    # local changes: the manager reports each one; none of these may block -------------
+
+    @abc.abstractmethod
+    def connection_opened(self, conn: LocalConnection) -> None:
+        """A local connection opened: record it in the cluster registry, in the background."""
+
+    @abc.abstractmethod
+    async def rooms_changed(self, conn: LocalConnection) -> None:
+        """A local connection joined or left a room.
+
+        On return the node receives the messages of every room that has a local member;
+        the registry follows in the background. Failures are logged, never raised.
+        """
+
+    @abc.abstractmethod
+    def connection_closed(self, conn: LocalConnection, rooms: Sequence[str]) -> None:
+        """A local connection (a member of ``rooms``) ended: forget it, in the background.
+
+        Not called while the node stops: :meth:`stop` removes the node as a whole.
+        """
 
     @abc.abstractmethod
     async def subscribe(self, room: str) -> None:

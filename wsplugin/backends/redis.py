@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,7 +32,14 @@ from wsplugin.backends._redis_listener import Backoff, Listener
 from wsplugin.backends._redis_publisher import Publisher
 from wsplugin.backends._redis_registry import Registry
 from wsplugin.backends._redis_rpc import Rpc
-from wsplugin.backends.base import ALL_ROOMS, Broker, BrokerError, BrokerHandler, Command
+from wsplugin.backends.base import (
+    ALL_ROOMS,
+    Broker,
+    BrokerError,
+    BrokerHandler,
+    Command,
+    LocalConnection,
+)
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -57,7 +64,6 @@ def _client(url: str, *, max_connections: int, timeout: float) -> Redis:
 
 class RedisBroker(Broker):
     scheme = "redis"
-    distributed = True
 
     def __init__(
         self,
@@ -102,6 +108,8 @@ class RedisBroker(Broker):
         self._handler: BrokerHandler | None = None
         self._local: dict[str, tuple[str, ...]] = {}  # connection id -> rooms as registered
         self._registry_lock = asyncio.Lock()
+        self._rooms: set[str] = set()  # rooms subscribed for their local members
+        self._rooms_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._last_pong = 0.0  # monotonic time the last self-ping came back
@@ -123,8 +131,10 @@ class RedisBroker(Broker):
         self._handler = handler
         self._running = True
         self.publisher.start()
+        self._rooms = set(handler.local_rooms())
         channels = [self._control, self.keys.events, self.keys.room(ALL_ROOMS)]
-        self.listener.wanted.update(channels + [self.keys.room(r) for r in handler.local_rooms()])
+        self.listener.wanted.clear()  # a restarted node wants only what it has now
+        self.listener.wanted.update(channels + [self.keys.room(r) for r in self._rooms])
         self.listener.start()
         if not await self.listener.wait_ready(3.0):
             logger.error("redis at %s unreachable; starting degraded and retrying", _safe(self.url))
@@ -227,6 +237,31 @@ class RedisBroker(Broker):
             self.rpc.on_reply(fields)
         else:
             raise wire.WireError(f"unknown control message {kind!r}")
+
+    # local connections -------------------------------------------------------------------
+
+    def connection_opened(self, conn: LocalConnection) -> None:
+        self._spawn(_quietly(self.register(conn.info())))
+
+    async def rooms_changed(self, conn: LocalConnection) -> None:
+        await self._sync_rooms()
+        self._spawn(_quietly(self.register(conn.info())))
+
+    def connection_closed(self, conn: LocalConnection, rooms: Sequence[str]) -> None:
+        self._spawn(_quietly(self.unregister(conn.id)))
+        if rooms:
+            self._spawn(self._sync_rooms())
+
+    async def _sync_rooms(self) -> None:
+        """Subscribe the rooms that gained local members, unsubscribe those left empty."""
+        async with self._rooms_lock:
+            wanted = set(self._handler.local_rooms()) if self._handler is not None else set()
+            for room in sorted(wanted - self._rooms):
+                await _quietly(self.subscribe(room))
+                self._rooms.add(room)
+            for room in sorted(self._rooms - wanted):
+                await _quietly(self.unsubscribe(room))
+                self._rooms.discard(room)
 
     # commands ----------------------------------------------------------------------------
 
@@ -423,6 +458,14 @@ class RedisBroker(Broker):
                 1 for c in self.listener.wanted if self.keys.room_of(c) is not None
             ),
         }
+
+
+async def _quietly(call: Awaitable[None]) -> None:
+    """Await a broker call; a failure is logged (the supervisor repairs, delivery goes on)."""
+    try:
+        await call
+    except Exception as exc:
+        logger.warning("wsplugin broker call failed: %r", exc)
 
 
 def _safe(url: str) -> str:
