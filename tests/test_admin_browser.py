@@ -184,7 +184,7 @@ async def test_hostile_strings_render_as_text(browser: Browser, server: ThreadSe
 async def test_viewer_sees_no_action_controls(browser: Browser, server: ThreadServer) -> None:
     page = await browser.new_page()
     try:
-        await page.goto(f"{server.url}{ADMIN}/login?token={VIEWER_TOKEN}")
+        await page.goto(f"{server.url}{ADMIN}/login#token={VIEWER_TOKEN}")
         await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
         await expect(page.locator("#broadcast-form")).to_be_hidden()
         await expect(page.locator("#selected-panel")).to_be_hidden()
