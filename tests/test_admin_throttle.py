@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -203,15 +203,9 @@ async def test_a_token_in_the_query_string_is_refused_and_not_counted(
     assert (await attacker.get(ME, headers=OPERATOR)).status_code == 200
 
 
-@pytest.fixture
-def server() -> Iterator[ThreadServer]:
-    with ThreadServer(create_app()) as running:
-        yield running
-
-
-async def test_real_server_throttles_by_peer_address(server: ThreadServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        codes = [(await http.get(ME, headers=WRONG)).status_code for _ in range(6)]
-        assert codes == [401] * 4 + [429] * 2
-    app = server.config.app
+async def test_real_server_throttles_by_peer_address(app: FastAPI) -> None:
+    with ThreadServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            codes = [(await http.get(ME, headers=WRONG)).status_code for _ in range(6)]
+            assert codes == [401] * 4 + [429] * 2
     assert app.state.wsplugin_admin.throttle.locked("127.0.0.1")

@@ -17,5 +17,5 @@ install_ws_manager(app, backend="memory://", admin_auth=None)
 @app.get("/pid")
 async def pid() -> dict[str, int]:
     """Blocks this worker's loop a moment, so concurrent new connections go to the others."""
-    time.sleep(0.2)
+    time.sleep(0.2)  # noqa: ASYNC251 (blocking on purpose)
     return {"pid": os.getpid()}
