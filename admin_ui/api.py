@@ -4,7 +4,7 @@ import json
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from admin_ui import views
 from admin_ui.audit import shorten
@@ -12,6 +12,10 @@ from admin_ui.auth import Principal
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency
 from admin_ui.schemas import (
+    ACTION_ERRORS,
+    NOT_FOUND,
+    READ_ERRORS,
+    ROOM_NAME,
     ActionResult,
     AuditItem,
     BroadcastRequest,
@@ -31,6 +35,8 @@ TAGS: list[str | Any] = ["wsplugin admin"]
 Offset = Query(0, ge=0)
 Limit = Query(views.PAGE_SIZE, ge=1, le=views.MAX_PAGE)
 Search = Query("", max_length=200, description="Substring of the id, identity or a room")
+RoomFilter = Query(None, pattern=ROOM_NAME, description="Only the members of this room")
+RoomName = Path(pattern=ROOM_NAME)
 
 
 def preview(data: Any) -> str:
@@ -46,53 +52,61 @@ def api_router(
     return router
 
 
+def read_route(path: str, model: Any, **options: Any) -> dict[str, Any]:
+    """``@router.get`` options of a read: its model and the errors every read can answer."""
+    responses = {**READ_ERRORS, **options.pop("responses", {})}
+    return {"path": path, "response_model": model, "responses": responses, **options}
+
+
 def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) -> None:
     seen = [Depends(viewer)]
 
-    @router.get("/me", response_model=Me)
+    @router.get(**read_route("/me", Me))
     async def me(who: Annotated[Principal, Depends(viewer)]) -> dict[str, Any]:
         """Who is logged in, and the CSRF token their POSTs must carry (X-CSRF-Token)."""
         return {"name": who.name, "role": who.role, "csrf_token": ctx.sessions.csrf_token(who)}
 
-    @router.get("/overview", response_model=Overview, dependencies=seen)
+    @router.get(**read_route("/overview", Overview, dependencies=seen))
     async def overview() -> dict[str, Any]:
         """Totals, per-second rates, health and the cluster's nodes."""
         return await views.overview(ctx)
 
-    @router.get("/connections", response_model=ConnectionPage, dependencies=seen)
+    @router.get(**read_route("/connections", ConnectionPage, dependencies=seen))
     async def connections(
-        q: str = Search, room: str | None = None, offset: int = Offset, limit: int = Limit
+        q: str = Search, room: str | None = RoomFilter, offset: int = Offset, limit: int = Limit
     ) -> dict[str, Any]:
         """Connections (cluster-wide), newest first, paged, optionally searched."""
         page = views.connections_page(ctx, query=q, room=room, offset=offset, limit=limit)
         return await _checked(page)
 
-    @router.get("/rooms", response_model=RoomPage, dependencies=seen)
+    @router.get(**read_route("/rooms", RoomPage, dependencies=seen))
     async def rooms(q: str = Search, offset: int = Offset, limit: int = Limit) -> dict[str, Any]:
         """Rooms by member count, with message rates."""
         return await views.rooms_page(ctx, query=q, offset=offset, limit=limit)
 
-    @router.get("/rooms/{room}", response_model=RoomDetail, dependencies=seen)
-    async def room(room: str, offset: int = Offset, limit: int = Limit) -> dict[str, Any]:
+    @router.get(**read_route("/rooms/{room}", RoomDetail, dependencies=seen, responses=NOT_FOUND))
+    async def room(
+        room: Annotated[str, RoomName], offset: int = Offset, limit: int = Limit
+    ) -> dict[str, Any]:
         """One room and a page of its members."""
         detail = await _checked(views.room_detail(ctx, room, offset=offset, limit=limit))
         if detail is None:
             raise HTTPException(404, "no such room")
         return detail
 
-    @router.get("/events", response_model=list[EventItem], dependencies=seen)
+    @router.get(**read_route("/events", list[EventItem], dependencies=seen))
     async def events(limit: int = Limit) -> list[dict[str, Any]]:
         """The event log, newest first (bounded)."""
         return ctx.feed.events_newest(limit)
 
-    @router.get("/audit", response_model=list[AuditItem], dependencies=seen)
+    @router.get(**read_route("/audit", list[AuditItem], dependencies=seen))
     async def audit(limit: int = Limit) -> list[dict[str, Any]]:
         """The audit log of operator actions, newest first (bounded)."""
         return [entry.to_dict() for entry in ctx.audit.newest(limit)]
 
 
 def _actions(router: APIRouter, ctx: AdminContext, operator: PrincipalDependency) -> None:
-    @router.post("/broadcast", response_model=ActionResult)
+    @router.post("/broadcast", response_model=ActionResult, responses=ACTION_ERRORS)
     async def broadcast(
         body: BroadcastRequest, who: Annotated[Principal, Depends(operator)]
     ) -> Any:
@@ -106,14 +120,14 @@ def _actions(router: APIRouter, ctx: AdminContext, operator: PrincipalDependency
         ctx.audit.record(who, action, body.room or "*", preview(body.data), result)
         return ActionResult(ok=True, delivered=delivered)
 
-    @router.post("/send", response_model=ActionResult)
+    @router.post("/send", response_model=ActionResult, responses=ACTION_ERRORS)
     async def send(body: SendRequest, who: Annotated[Principal, Depends(operator)]) -> Any:
         """Send ``data`` to one connection, wherever it is (operators only)."""
         ok = await ctx.manager.send(body.connection_id, body.data)
         ctx.audit.record(who, "send", body.connection_id, preview(body.data), _result(ok))
         return ActionResult(ok=ok)
 
-    @router.post("/kick", response_model=ActionResult)
+    @router.post("/kick", response_model=ActionResult, responses=ACTION_ERRORS)
     async def kick(body: KickRequest, who: Annotated[Principal, Depends(operator)]) -> Any:
         """Close a connection with code 4000 and ``reason`` (operators only)."""
         ok = await ctx.manager.kick(body.connection_id, reason=body.reason)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from admin_ui.shared_token import SharedToken, shared_token
+
 logger = logging.getLogger("wsplugin.admin")
 
 Role = Literal["viewer", "operator"]
@@ -103,15 +105,31 @@ def _from_environment(login_url: str) -> tuple[AdminAuth, str | None]:
     viewers = (viewer,) if viewer else ()
     if token:
         return AdminAuth(operators=(token,), viewers=viewers), None
-    token = secrets.token_urlsafe(24)
-    logger.warning(
-        "wsplugin admin: no admin_auth configured; open http://<host>%s?token=%s "
-        "(set %s to choose the token; every worker needs the same one)",
-        login_url,
-        token,
-        TOKEN_ENV,
+    shared = shared_token()
+    _announce(shared, login_url)
+    return AdminAuth(operators=(shared.token,), viewers=viewers), shared.token
+
+
+def _announce(shared: SharedToken, login_url: str) -> None:
+    """The login link, in a fragment (never sent to a server, so in no access log)."""
+    if not shared.first:
+        logger.info(
+            "wsplugin admin: using the generated admin token shared by the workers of pid %s "
+            "(another worker logged the login link)",
+            shared.manager_pid,
+        )
+        return
+    scope = "every worker of this server start shares it" if shared.manager_pid else (
+        "valid in this process only: set it for several processes"
     )
-    return AdminAuth(operators=(token,), viewers=viewers), token
+    logger.warning(
+        "wsplugin admin: no admin_auth configured; open http://<host>%s#token=%s "
+        "(set %s to choose the token; %s)",
+        login_url,
+        shared.token,
+        TOKEN_ENV,
+        scope,
+    )
 
 
 def token_name(token: str) -> str:

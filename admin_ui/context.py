@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.templating import Jinja2Templates
 
@@ -11,6 +11,7 @@ from admin_ui.auth import AdminAuth
 from admin_ui.feed import Feed
 from admin_ui.manager import ManagerLike
 from admin_ui.sessions import Sessions
+from admin_ui.throttle import Throttle
 
 
 @dataclass(eq=False)
@@ -23,6 +24,7 @@ class AdminContext:
     feed: Feed
     templates: Jinja2Templates
     generated_token: str | None = None
+    throttle: Throttle = field(default_factory=Throttle)
 
     def url(self, suffix: str = "/") -> str:
         return self.path + suffix

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from admin_ui.auth import Principal, check_password, check_token, principal_from_user
 from admin_ui.context import AdminContext
+from admin_ui.guard import guarded
 from admin_ui.security import CSRF_HEADER, check_same_origin
 from admin_ui.sessions import COOKIE
 
@@ -33,16 +34,26 @@ def _basic(ctx: AdminContext, value: str) -> Principal | None:
     return check_password(ctx.auth, username, password) if sep else None
 
 
+def _from_header(ctx: AdminContext, header: str) -> Principal | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return check_token(ctx.auth, value.strip())
+    if scheme.lower() == "basic":
+        return _basic(ctx, value.strip())
+    return None
+
+
 def authenticate(ctx: AdminContext, request: Request) -> Principal | None:
-    """Credentials mode: an Authorization header (Bearer or Basic), else the session cookie."""
+    """Credentials mode: an Authorization header (Bearer or Basic), else the session cookie.
+
+    A header is a login attempt: throttled and counted (``admin_ui.guard``). A session
+    cookie is not (it is an HMAC nobody can guess, and an expired one is no attack).
+    """
     header = request.headers.get("authorization")
     if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
-            return check_token(ctx.auth, value.strip())
-        if scheme.lower() == "basic":
-            return _basic(ctx, value.strip())
-        return None
+        scheme = header.partition(" ")[0].lower()
+        kind = scheme if scheme in ("bearer", "basic") else "authorization"  # never the value
+        return guarded(ctx.throttle, request, kind, lambda: _from_header(ctx, header))
     cookie = request.cookies.get(COOKIE)
     return ctx.sessions.read(cookie) if cookie else None
 

@@ -1,6 +1,8 @@
 """The HTML pages: login, logout, the dashboard, and the package's own static files."""
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,11 +12,19 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from admin_ui.auth import Principal, check_password, check_token
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency, authenticate
+from admin_ui.guard import Throttled, client_address, guarded
 from admin_ui.security import SecureRoute, check_same_origin
 from admin_ui.sessions import COOKIE
 
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"admin.js": "text/javascript", "admin.css": "text/css"}
+JS = "text/javascript"
+STATIC_FILES = {"admin.js": JS, "login.js": JS, "admin.css": "text/css"}
+QUERY_TOKEN_REFUSED = (
+    "Tokens in the URL query string (?token=) are refused: they end up in access logs. "
+    "Use the form below, or a link ending in #token=…"
+)
+
+logger = logging.getLogger("wsplugin.admin")
 
 MaybePrincipal = Callable[..., Awaitable[Principal | None]]
 
@@ -56,7 +66,11 @@ def _dashboard(router: APIRouter, ctx: AdminContext, maybe: MaybePrincipal) -> N
 
 
 def _login_form(
-    ctx: AdminContext, request: Request, error: str = "", status: int = 200
+    ctx: AdminContext,
+    request: Request,
+    error: str = "",
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     context = {
         "base": ctx.path,
@@ -64,7 +78,9 @@ def _login_form(
         "tokens": any(isinstance(c, str) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
         "passwords": any(isinstance(c, tuple) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
     }
-    return ctx.templates.TemplateResponse(request, "login.html", context, status_code=status)
+    return ctx.templates.TemplateResponse(
+        request, "login.html", context, status_code=status, headers=headers
+    )
 
 
 def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
@@ -83,32 +99,39 @@ def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
     return response
 
 
-def _check_form(ctx: AdminContext, form: Any) -> Principal | None:
+def _check_form(ctx: AdminContext, request: Request, form: Any) -> Principal | None:
+    """The token form or the password form; a filled one is a throttled login attempt."""
     token = str(form.get("token") or "")
     if token:
-        return check_token(ctx.auth, token)
+        return guarded(ctx.throttle, request, "form token", partial(check_token, ctx.auth, token))
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
-    return check_password(ctx.auth, username, password) if username else None
+    if not username:
+        return None
+    check = partial(check_password, ctx.auth, username, password)
+    return guarded(ctx.throttle, request, "form password", check)
 
 
 def _login(router: APIRouter, ctx: AdminContext) -> None:
     @router.get("/login")
-    async def login_page(request: Request, token: str = "") -> Response:
+    async def login_page(request: Request) -> Response:
         if not ctx.auth.uses_credentials:
             return RedirectResponse(ctx.url("/"), 303)
-        if not token:
-            return _login_form(ctx, request)
-        who = check_token(ctx.auth, token)
-        if who is None:
-            return _login_form(ctx, request, "Unknown token.", 401)
-        return _logged_in(ctx, request, who)
+        if "token" in request.query_params:
+            logger.warning("wsplugin admin: refused a token in the query string of %s (from %s)",
+                           request.url.path, client_address(request))
+            return _login_form(ctx, request, QUERY_TOKEN_REFUSED, 400)
+        return _login_form(ctx, request)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
         check_same_origin(request)
         if not ctx.auth.uses_credentials:
             return RedirectResponse(ctx.url("/"), 303)
-        who = _check_form(ctx, await request.form())
+        try:
+            who = _check_form(ctx, request, await request.form())
+        except Throttled as throttled:
+            message = f"Too many failed logins. Try again in {throttled.retry_after} s."
+            return _login_form(ctx, request, message, 429, throttled.headers)
         if who is None:
             return _login_form(ctx, request, "Wrong credentials.", 401)
         return _logged_in(ctx, request, who)

@@ -7,6 +7,32 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from wsplugin.info import ConnectionInfo
+from wsplugin.protocol import ROOM_PATTERN
+
+ROOM_NAME = f"^{ROOM_PATTERN.pattern}$"
+"""What the core accepts as a room name, for the schema (so a bad one is a documented 422)."""
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorDetail, "description": description, **extra}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("No credentials, or wrong ones"),
+    429: _error("Too many failed logins from this address", headers=RETRY_AFTER),
+}
+"""What every authenticated route can answer besides its own results."""
+ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    400: _error("The body is not valid JSON"),
+    403: _error("A viewer, a cross-site request, or a missing or wrong CSRF token"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such room")}
 
 
 class ConnectionPage(BaseModel):
@@ -73,7 +99,9 @@ class Me(BaseModel):
 
 
 class BroadcastRequest(BaseModel):
-    room: str | None = Field(None, description="A room, or null for every connection")
+    room: str | None = Field(
+        None, pattern=ROOM_NAME, description="A room, or null for every connection"
+    )
     data: Any = Field(description="Any JSON value, delivered as a message envelope")
 
 

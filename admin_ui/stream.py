@@ -13,6 +13,7 @@ from admin_ui import views
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency
 from admin_ui.feed import Subscriber
+from admin_ui.schemas import READ_ERRORS
 from admin_ui.security import SecureRoute
 
 LIFETIME = 600.0
@@ -61,7 +62,7 @@ def stream_router(ctx: AdminContext, viewer: PrincipalDependency) -> APIRouter:
         "/stream",
         dependencies=[Depends(viewer)],
         response_class=EventSourceResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS},
     )
     async def stream(
         ping: float = Query(15.0, ge=0.5, le=300, description="Seconds between pings"),

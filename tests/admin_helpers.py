@@ -46,8 +46,8 @@ def manager_of(app: Any) -> WebSocketManager:
 
 
 async def login(client: httpx.AsyncClient, token: str = OPERATOR_TOKEN) -> str:
-    """Log in with the token link; returns the page's CSRF token (the cookie stays in client)."""
-    response = await client.get(f"{ADMIN}/login", params={"token": token})
+    """Log in with the token form; returns the page's CSRF token (the cookie stays in client)."""
+    response = await client.post(f"{ADMIN}/login", data={"token": token})
     assert response.status_code == 303, response.text
     page = await client.get(f"{ADMIN}/")
     assert page.status_code == 200

@@ -101,16 +101,22 @@ class ThreadServer:
 
 @contextlib.contextmanager
 def subprocess_server(
-    app: str, *, env: dict[str, str] | None = None, workers: int = 1, port: int | None = None
+    app: str,
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    port: int | None = None,
+    stderr: Any = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``uvicorn <app>`` in its own process (import string), stopped with SIGTERM at the end."""
+    """``uvicorn <app>`` in its own process (import string), stopped with SIGTERM at the end.
+    ``stderr`` (e.g. an open file) receives its log."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--log-level", "warning"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     full_env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
-    proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stderr=stderr)
     try:
         wait_port(port)
         yield proc, port

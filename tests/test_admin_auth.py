@@ -107,7 +107,7 @@ async def test_basic_auth_for_scripts(client: httpx.AsyncClient) -> None:
 
 
 async def test_session_cookie_flags(client: httpx.AsyncClient) -> None:
-    response = await client.get(f"{ADMIN}/login", params={"token": OPERATOR_TOKEN})
+    response = await client.post(f"{ADMIN}/login", data={"token": OPERATOR_TOKEN})
     assert response.status_code == 303
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and f"path={ADMIN}" in cookie
@@ -166,8 +166,8 @@ async def test_login_form_with_password_and_token(client: httpx.AsyncClient) -> 
     assert good.status_code == 303
     me = await client.get(f"{ADMIN}/api/me")
     assert me.json()["name"] == USER and me.json()["role"] == "operator"
-    bad_link = await client.get(f"{ADMIN}/login", params={"token": "nope"})
-    assert bad_link.status_code == 401
+    bad_token = await client.post(f"{ADMIN}/login", data={"token": "nope"})
+    assert bad_token.status_code == 401 and "Wrong credentials" in bad_token.text
 
 
 async def test_logout_clears_the_session(client: httpx.AsyncClient) -> None:
@@ -229,7 +229,7 @@ async def test_generated_token_is_logged_once(
     token = app.state.wsplugin_admin.generated_token
     assert token
     lines = [r.getMessage() for r in caplog.records if token in r.getMessage()]
-    assert len(lines) == 1 and f"{ADMIN}/login?token={token}" in lines[0]
+    assert len(lines) == 1 and f"{ADMIN}/login#token={token}" in lines[0]
     async with client_for(app) as http:
         assert (await http.get(f"{ADMIN}/api/me")).status_code == 401
         ok = await http.get(f"{ADMIN}/api/me", headers={"Authorization": f"Bearer {token}"})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from admin_ui.auth import token_name
 from tests.admin_helpers import (
     ADMIN,
     OPERATOR_TOKEN,
@@ -184,9 +187,44 @@ async def test_hostile_strings_render_as_text(browser: Browser, server: ThreadSe
 async def test_viewer_sees_no_action_controls(browser: Browser, server: ThreadServer) -> None:
     page = await browser.new_page()
     try:
-        await page.goto(f"{server.url}{ADMIN}/login?token={VIEWER_TOKEN}")
+        await page.goto(f"{server.url}{ADMIN}/login#token={VIEWER_TOKEN}")
         await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
         await expect(page.locator("#broadcast-form")).to_be_hidden()
         await expect(page.locator("#selected-panel")).to_be_hidden()
     finally:
         await page.close()
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_fragment_link_logs_in_without_the_token_in_any_url(browser: Browser) -> None:
+    with ThreadServer(create_app(), log_level="info", access_log=True) as logged:
+        access = Lines()
+        logging.getLogger("uvicorn.access").addHandler(access)
+        page = await browser.new_page()
+        seen: list[str] = []
+        page.on("request", lambda request: seen.append(request.url))
+        try:
+            await page.goto(f"{logged.url}{ADMIN}/login#token={OPERATOR_TOKEN}")
+            await expect(page).to_have_url(f"{logged.url}{ADMIN}/")
+            await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+            who = f"{token_name(OPERATOR_TOKEN)} · operator"
+            await expect(page.locator(".who")).to_have_text(who)
+
+            await page.goto(f"{logged.url}{ADMIN}/login?token=pasted-into-the-query")
+            await expect(page.locator("p.error")).to_contain_text("query string")
+            await expect(page).to_have_url(re.compile(r"/login\?token="))
+        finally:
+            logging.getLogger("uvicorn.access").removeHandler(access)
+            await page.close()
+    assert any("POST /ws-admin/login" in line for line in access.lines), access.lines
+    assert any("GET /ws-admin/ " in line for line in access.lines), access.lines
+    assert seen and not [url for url in seen if OPERATOR_TOKEN in url]
+    assert not [line for line in access.lines if OPERATOR_TOKEN in line]

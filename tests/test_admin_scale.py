@@ -106,7 +106,7 @@ async def test_dashboard_with_2000_connections() -> None:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 page = await browser.new_page(viewport={"width": 1440, "height": 900})
                 started = time.monotonic()
-                await page.goto(f"{base}{ADMIN}/login?token={OPERATOR_TOKEN}")
+                await page.goto(f"{base}{ADMIN}/login#token={OPERATOR_TOKEN}")
                 await expect(page.locator("#conn-count")).to_have_text(
                     "1\u201350 of 2,000", timeout=20_000
                 )
