@@ -239,18 +239,25 @@ class UvicornWriter(ASGIWriter):
     def flush(self) -> bool:
         """Write the held frames, even if a write since they were accepted paused the
         transport (asyncio buffers them); False if the socket is closing."""
-        if self.held is None:
+        first = self.held
+        if first is None:
             return True
         if self.protocol.close_sent or self.state.state is not _OPEN \
                 or self.transport.is_closing():
             return False
-        self._write_held()
+        if self.held_extra is not None:
+            self._write_held()
+            return True
+        self.held = None  # the common case: one frame this iteration
+        self.transport.write(first)
+        self.owner.count_sent(1, self.held_bytes)
         return True
 
     def _write_held(self) -> None:
         first, extra = self.held, self.held_extra
-        assert first is not None
         self.held = self.held_extra = None
+        if first is None:
+            return
         if extra is None:
             self.transport.write(first)
             self.owner.count_sent(1, self.held_bytes)

@@ -174,7 +174,10 @@ class Connection:
     def flush(self) -> None:
         """End of a loop iteration: write held frames; in coalesce mode, queued messages."""
         self._flush_pending = False
-        if self.closed or not self._flush_held():
+        if self.closed:
+            return
+        if not self.frames.flush():
+            self._send_failed(ConnectionError("transport closed"))
             return
         if self._draining is not None or not self.outbox.items:
             return
