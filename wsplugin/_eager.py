@@ -1,19 +1,28 @@
-"""Run a coroutine eagerly: step it synchronously and only make a task if it must wait.
+"""The ASGI writer: step the ASGI ``send`` eagerly, and only make a task if it must wait.
 
-uvicorn's ``send`` on an open, writable websocket completes without suspending, so a
-broadcast can write to every idle connection in one pass, without a task wake-up per
-recipient (what ``websockets.broadcast`` does). When the coroutine does suspend (the
-transport is paused because the client reads slowly), :class:`Resume` hands the suspended
-coroutine to a task, which drives it on exactly as if it had been awaited there.
+An ASGI ``send`` on an open, writable websocket usually completes without suspending, so
+a broadcast writes to every idle connection in one pass, without a task wake-up per
+recipient (what ``websockets.broadcast`` does). Nothing here relies on it: when the send
+does suspend (the transport is paused because the client reads slowly, or the server
+simply awaits something), :class:`Resume` hands the suspended coroutine to a task, which
+drives it on exactly as if it had been awaited there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from wsplugin.types import ASGIMessage, ASGISend
+
+if TYPE_CHECKING:
+    from wsplugin.hub import Room
+    from wsplugin.writer import InFlight, WriterOwner
 
 DONE: Any = object()
 """Returned by :func:`step` when the coroutine finished without suspending."""
+
+NOTHING_HELD: tuple[Room | None, ...] = ()
 
 
 def step(coro: Any) -> Any:
@@ -52,3 +61,42 @@ class Resume:
                 yielded = coro.send(None)
             except StopIteration as stop:
                 return stop.value
+
+
+class ASGIWriter:
+    """The :class:`~wsplugin.writer.FrameWriter` of any ASGI server: its own ``send``.
+
+    Nothing is held between calls: :meth:`flush` has nothing to do.
+    """
+
+    __slots__ = ("owner", "send")
+
+    def __init__(self, owner: WriterOwner, send: ASGISend) -> None:
+        self.owner = owner
+        self.send = send
+
+    def write(self, message: ASGIMessage, size: int, room: Room | None) -> Resume | None:
+        """Send one message now: ``None`` once sent (and counted), or the suspended send."""
+        coro = self.send(message)
+        try:
+            yielded = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            self.owner.count_sent(1, size)
+            return None
+        return Resume(coro, yielded)
+
+    def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
+        """Like :meth:`write` for a frame carrying ``len(rooms)`` messages (coalesced)."""
+        coro = self.send(message)
+        try:
+            yielded = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            self.owner.count_sent(len(rooms), size)
+            return None
+        return Resume(coro, yielded)
+
+    def flush(self) -> bool:
+        return True
+
+    def discard(self) -> tuple[Room | None, ...]:
+        return NOTHING_HELD

@@ -7,25 +7,47 @@ wire are the same for every recipient: build them once, then ``transport.write``
 
 This applies only when the connection is served by uvicorn's ``websockets-sansio`` protocol
 (uvicorn's default when ``websockets`` is installed), negotiated no extension, is open, and
-its transport is writable. Anything else (another server, wsproto, compression, a paused
-transport, a closing socket) takes the ordinary ASGI ``send``, which handles it.
+no middleware wraps its websocket sends. :func:`uvicorn_writer` checks all of it when the
+connection opens; anything else takes the ordinary ASGI ``send``
+(:class:`~wsplugin._eager.ASGIWriter`), and so does a frame written while the transport is
+paused or the socket is closing. ``tests/test_uvicorn_canary.py`` fails when the uvicorn
+internals used here move.
+
+The server's own ``send`` is captured outermost: :func:`capture_server_send` wraps the
+app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
+the innermost user-middleware position tells whether a middleware replaced ``send`` on the
+way in; if one did (it may log, measure or rewrite messages), the connection takes the
+ASGI path, so that middleware sees every frame, and a warning is logged once.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsplugin.types import ASGIMessage
+from wsplugin._eager import ASGIWriter, Resume
+from wsplugin.types import ASGIMessage, ASGISend
 
-logger = logging.getLogger("wsplugin")
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from wsplugin.hub import Room
+    from wsplugin.writer import InFlight, WriterOwner
 
 RAW_SEND_KEY = "wsplugin.raw_send"
+DIRECT_KEY = "wsplugin.send_direct"
+"""Set by the probe: True when the send reaching the app's routes is the server's own."""
 FRAME_KEY = "wsplugin.frame"
-_SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
+SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
+
+CORK_BYTES = 65536
+"""Held frames are written at the end of the loop iteration, or once they reach this size."""
+
+WRAPPED = ("a middleware wraps websocket sends, so every frame goes through it "
+           "(slower fan-out; see wsplugin._fastpath)")
 
 try:
     from websockets.protocol import State
@@ -35,8 +57,9 @@ except ImportError:  # pragma: no cover - websockets is not installed: no fast p
     _OPEN = None
 
 
+# ---------------------------------------------------------------- capturing the send
 class RawSendMiddleware:
-    """Remember the server's own ``send`` in the scope of websocket connections."""
+    """Outermost: remember the server's own ``send`` in the scope of websocket connections."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,6 +70,41 @@ class RawSendMiddleware:
         await self.app(scope, receive, send)
 
 
+class SendProbe:
+    """Innermost user middleware: is the ``send`` here still the server's own?"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
+        await self.app(scope, receive, send)
+
+
+def capture_server_send(app: Starlette) -> bool:
+    """Wrap the middleware stack ``app`` builds at its first request (see the docstring).
+
+    False if the stack is already built (the app started): then the ASGI path is used.
+    """
+    if app.middleware_stack is not None:
+        return False
+    build = app.build_middleware_stack
+
+    def build_with_capture() -> ASGIApp:
+        user = app.user_middleware
+        app.user_middleware = [*user, Middleware(SendProbe)]
+        try:
+            stack = build()
+        finally:
+            app.user_middleware = user
+        return RawSendMiddleware(stack)
+
+    app.build_middleware_stack = build_with_capture  # type: ignore[method-assign]
+    return True
+
+
+# ---------------------------------------------------------------- frames
 def encode_frame(message: ASGIMessage) -> bytes:
     """The unmasked WebSocket frame for an ASGI send event, cached in the event itself."""
     frame: bytes | None = message.get(FRAME_KEY)
@@ -69,55 +127,147 @@ def encode_frame(message: ASGIMessage) -> bytes:
     return frame
 
 
-class FastWriter:
-    """Direct writes to one uvicorn websockets-sansio connection."""
+# ---------------------------------------------------------------- choosing
+def check_protocol(protocol: Any) -> str | None:
+    """The first uvicorn internal the fast path uses that is missing, or ``None``."""
+    name = type(protocol).__name__
+    if _OPEN is None:
+        return "websockets.protocol.State.OPEN (websockets is not importable)"
+    if not isinstance(getattr(protocol, "close_sent", None), bool):
+        return f"{name}.close_sent (a bool)"
+    if not callable(getattr(getattr(protocol, "writable", None), "is_set", None)):
+        return f"{name}.writable (an asyncio.Event)"
+    transport = getattr(protocol, "transport", None)
+    for method in ("write", "is_closing"):
+        if not callable(getattr(transport, method, None)):
+            return f"{name}.transport.{method}()"
+    conn = getattr(protocol, "conn", None)
+    if not hasattr(conn, "state"):
+        return f"{name}.conn.state (websockets' ServerProtocol)"
+    if not isinstance(getattr(conn, "extensions", None), list):
+        return f"{name}.conn.extensions (a list)"
+    return None
 
-    __slots__ = ("protocol", "state", "transport", "writable")
 
-    def __init__(self, protocol: Any) -> None:
+def uvicorn_writer(
+    owner: WriterOwner, send: ASGISend, scope: Any
+) -> tuple[UvicornWriter | None, str]:
+    """The fast-path writer of this connection, or ``None`` and why (``""``: closing)."""
+    raw_send = scope.get(RAW_SEND_KEY)
+    if raw_send is None:
+        return None, "the app's middleware stack was built before install_ws_manager()"
+    protocol: Any = getattr(raw_send, "__self__", None)
+    module = type(protocol).__module__ if protocol is not None else type(raw_send).__module__
+    if module != SANSIO_MODULE:
+        return None, f"the server ({module}) is not uvicorn's websockets-sansio"
+    if scope.get(DIRECT_KEY) is not True:
+        return None, WRAPPED
+    missing = check_protocol(protocol)
+    if missing is not None:
+        return None, f"uvicorn's internals changed: {missing} is missing"
+    if protocol.conn.extensions:
+        return None, "the connection negotiated an extension (permessage-deflate)"
+    if (protocol.close_sent or protocol.conn.state is not _OPEN
+            or protocol.transport.is_closing()):
+        return None, ""
+    return UvicornWriter(owner, send, protocol), ""
+
+
+# ---------------------------------------------------------------- writing
+class UvicornWriter(ASGIWriter):
+    """Direct writes to one uvicorn websockets-sansio connection, corked per iteration.
+
+    Frames that arrive for the connection in one loop iteration (a burst of publishes read
+    in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
+    still one message per frame. The common case, one frame per iteration, allocates
+    nothing. When the transport is paused or the socket is closing, a message takes the
+    ASGI ``send`` (inherited), which waits for the transport or reports the closed socket.
+
+    The frame bytes come from the shared message's cache under ``frame_key`` (built by
+    ``encode`` on first use): a writer for a connection with another frame variant
+    (compression) is the same class with another key and encoder.
+    """
+
+    __slots__ = ("encode", "frame_key", "held", "held_bytes", "held_extra", "held_room",
+                 "protocol", "state", "transport", "writable")
+
+    def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any) -> None:
+        super().__init__(owner, send)
         self.protocol = protocol
         self.state = protocol.conn  # websockets' ServerProtocol: state and extensions
         self.transport = protocol.transport
         self.writable = protocol.writable
+        self.frame_key = FRAME_KEY
+        self.encode = encode_frame
+        self.held: bytes | None = None
+        self.held_room: Room | None = None
+        self.held_extra: list[tuple[bytes, Room | None]] | None = None
+        self.held_bytes = 0
 
-    @classmethod
-    def attach(cls, scope: Scope) -> FastWriter | None:
-        """A writer for this connection, or ``None`` when the fast path does not apply."""
-        raw_send = scope.get(RAW_SEND_KEY)
-        protocol = getattr(raw_send, "__self__", None)
-        if protocol is None or _OPEN is None or type(protocol).__module__ != _SANSIO_MODULE:
+    def write(self, message: ASGIMessage, size: int, room: Room | None) -> Resume | None:
+        if (not self.writable.is_set() or self.protocol.close_sent
+                or self.state.state is not _OPEN or self.transport.is_closing()):
+            return ASGIWriter.write(self, message, size, room)
+        frame = message.get(self.frame_key)
+        if frame is None:
+            frame = self.encode(message)
+        if self.held is None:
+            self.held = frame
+            self.held_room = room
+            self.held_bytes = size
+            self.owner.request_flush()
             return None
-        try:
-            writer = cls(protocol)
-            if writer.state.extensions or writer.state.state is not _OPEN:
-                return None
-        except AttributeError:  # a uvicorn whose internals moved: stay on the ASGI path
-            logger.debug("wsplugin: uvicorn internals changed, fast path off")
-            return None
-        return writer
+        extra = self.held_extra
+        if extra is None:
+            self.held_extra = [(frame, room)]
+        else:
+            extra.append((frame, room))
+        self.held_bytes += size
+        if self.held_bytes >= CORK_BYTES:  # a producer that never yields: write now
+            self._write_held()  # the socket was checked open and writable just above
+        return None
 
-    def ready(self) -> bool:
-        """Open and writable: a frame may be written now."""
-        return (
-            self.writable.is_set()
-            and not self.protocol.close_sent
-            and self.state.state is _OPEN
-            and not self.transport.is_closing()
-        )
+    def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
+        if (not self.writable.is_set() or self.protocol.close_sent
+                or self.state.state is not _OPEN or self.transport.is_closing()):
+            return ASGIWriter.write_batch(self, message, size, rooms)
+        frame = message.get(self.frame_key)
+        self.transport.write(self.encode(message) if frame is None else frame)
+        self.owner.count_sent(len(rooms), size)
+        return None
 
-    def write(self, frame: bytes, *, paused_ok: bool = False) -> bool:
-        """Write the frame if the connection is open (and writable, unless ``paused_ok``).
-
-        ``paused_ok``: frames accepted while the transport was writable, earlier in this loop
-        iteration, go out even if a write since then paused it (asyncio buffers them).
-        """
-        protocol = self.protocol
-        if (
-            protocol.close_sent
-            or (not paused_ok and not self.writable.is_set())
-            or self.state.state is not _OPEN
-            or self.transport.is_closing()
-        ):
+    def flush(self) -> bool:
+        """Write the held frames, even if a write since they were accepted paused the
+        transport (asyncio buffers them); False if the socket is closing."""
+        first = self.held
+        if first is None:
+            return True
+        if self.protocol.close_sent or self.state.state is not _OPEN \
+                or self.transport.is_closing():
             return False
-        self.transport.write(frame)
+        if self.held_extra is not None:
+            self._write_held()
+            return True
+        self.held = None  # the common case: one frame this iteration
+        self.transport.write(first)
+        self.owner.count_sent(1, self.held_bytes)
         return True
+
+    def _write_held(self) -> None:
+        first, extra = self.held, self.held_extra
+        self.held = self.held_extra = None
+        if first is None:
+            return
+        if extra is None:
+            self.transport.write(first)
+            self.owner.count_sent(1, self.held_bytes)
+            return
+        self.transport.write(b"".join([first, *(frame for frame, _ in extra)]))
+        self.owner.count_sent(1 + len(extra), self.held_bytes)
+
+    def discard(self) -> tuple[Room | None, ...]:
+        if self.held is None:
+            return ()
+        rooms = (self.held_room, *(room for _, room in self.held_extra or ()))
+        self.held = self.held_extra = None
+        return rooms

@@ -42,6 +42,7 @@ class Settings:
     health_path: str | None = "/ws-health"
     redis_prefix: str = "wsplugin"
     registry_ttl: float = 15.0
+    fast_path: bool | Literal["auto"] = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +53,10 @@ def _parse_bool(name: str, raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true or false")
+
+
+def _parse_fast_path(raw: str) -> bool | Literal["auto"]:
+    return "auto" if raw.strip().lower() == "auto" else _parse_bool("fast_path", raw)
 
 
 def _parse_optional_path(raw: str) -> str | None:
@@ -88,6 +93,7 @@ _ENV_PARSERS: dict[str, Any] = {
     "health_path": _parse_optional_path,
     "redis_prefix": str,
     "registry_ttl": float,
+    "fast_path": _parse_fast_path,
 }
 
 
@@ -177,6 +183,8 @@ def validate(s: Settings) -> None:
                  f"{name} must be None or a path like '/ws-admin', got {value!r}")
     _require(isinstance(s.redis_prefix, str) and bool(s.redis_prefix),
              "redis_prefix must be a non-empty string")
+    _require(s.fast_path == "auto" or isinstance(s.fast_path, bool),
+             f"fast_path must be 'auto', True or False, got {s.fast_path!r}")
 
 
 def _validate_rate(rate: Any) -> None:

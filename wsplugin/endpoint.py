@@ -6,7 +6,6 @@ gets an ``error`` frame and the connection keeps working; abuse closes it with a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -14,13 +13,11 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
-from wsplugin._fastpath import FastWriter
 from wsplugin._utils import maybe_await
-from wsplugin.connection import Connection
+from wsplugin.connection import Connection, open_connection
 from wsplugin.manager import WebSocketManager
 from wsplugin.origin import origin_allowed
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
-from wsplugin.user_route import describe_client
 
 logger = logging.getLogger("wsplugin")
 
@@ -73,14 +70,9 @@ class ManagedEndpoint:
     async def _serve(
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any
     ) -> None:
-        remote, user_agent = describe_client(websocket)
         coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
-        conn = self.manager.open_connection(
-            send, receive, identity=identity, remote=remote, user_agent=user_agent,
-            coalesce=coalesce, websocket=websocket,
-        )
-        conn.bind_reader(asyncio.current_task())
-        conn.fast = FastWriter.attach(websocket.scope)
+        conn = open_connection(self.manager, websocket, send, receive, identity=identity,
+                               coalesce=coalesce)
         conn.deliver_text(reply("welcome", connection_id=conn.id, rooms=[room]))
         try:
             await self.manager.join_local(conn, room)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from wsplugin._fastpath import RawSendMiddleware
+from wsplugin._fastpath import capture_server_send
 from wsplugin.config import _UNSET, SlowConsumerPolicy, build_settings
 from wsplugin.endpoint import ManagedEndpoint
 from wsplugin.manager import WebSocketManager
@@ -45,6 +45,7 @@ def install_ws_manager(
     health_path: str | None = _UNSET,
     redis_prefix: str = _UNSET,
     registry_ttl: float = _UNSET,
+    fast_path: bool | Literal["auto"] = _UNSET,
 ) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
@@ -54,7 +55,9 @@ def install_ws_manager(
     ``max_rooms_per_connection=100``, ``rate_limit=(100, 50.0)``, ``heartbeat_interval=20``,
     ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
     ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
-    ``registry_ttl=15``. Bad values raise ``ValueError`` here, not at the first connection.
+    ``registry_ttl=15``, ``fast_path="auto"`` (``False``: every frame through the ASGI
+    ``send``, see :mod:`wsplugin.writer`). Bad values raise ``ValueError`` here, not at
+    the first connection.
     """
     options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
     if getattr(app.state, "ws_manager", None) is not None:
@@ -71,7 +74,8 @@ def install_ws_manager(
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
     _wrap_lifespan(app, manager)
-    _add_raw_send_middleware(app)
+    if not capture_server_send(app):  # the app already started: the ASGI path is used
+        logger.debug("wsplugin: app already started, websocket fast path off")
     if settings.admin_path is not None:
         _mount_admin(app, manager, settings.admin_path, settings.admin_auth)
     return manager
@@ -83,14 +87,6 @@ def _health_route(path: str, manager: WebSocketManager) -> Route:
         return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
 
     return Route(path, health, methods=["GET"], name="wsplugin_health")
-
-
-def _add_raw_send_middleware(app: Starlette) -> None:
-    """Let the managed endpoint reach the server's own ``send`` (see ``_fastpath``)."""
-    try:
-        app.add_middleware(RawSendMiddleware)
-    except RuntimeError:  # the app already started: the ordinary ASGI path is used
-        logger.debug("wsplugin: app already started, websocket fast path off")
 
 
 def _wrap_lifespan(app: Starlette, manager: WebSocketManager) -> None:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from wsplugin._fastpath import FastWriter
+from wsplugin.connection import open_connection
 from wsplugin.protocol import CloseCode
 from wsplugin.types import Data, Identity
 
 if TYPE_CHECKING:
     from wsplugin.connection import Connection
     from wsplugin.manager import WebSocketManager
-
-
-def describe_client(websocket: WebSocket) -> tuple[str, str]:
-    """``host:port`` of the peer and its user agent."""
-    client = websocket.client
-    remote = f"{client.host}:{client.port}" if client else ""
-    return remote, websocket.headers.get("user-agent", "")
 
 
 class UserConnection:
@@ -72,13 +64,8 @@ class UserConnection:
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept()
         await self.manager.start()
-        remote, user_agent = describe_client(websocket)
-        conn = self.manager.open_connection(
-            websocket.send, websocket.receive, identity=self._identity, remote=remote,
-            user_agent=user_agent, coalesce=self._coalesce, websocket=websocket,
-        )
-        conn.bind_reader(asyncio.current_task())
-        conn.fast = FastWriter.attach(websocket.scope)
+        conn = open_connection(self.manager, websocket, websocket.send, websocket.receive,
+                               identity=self._identity, coalesce=self._coalesce)
         self._conn = conn
         for room in self._rooms:
             await self.manager.join_local(conn, room)

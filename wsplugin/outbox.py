@@ -1,0 +1,85 @@
+"""The outbound queue of one connection: bounded in messages and bytes, coalesced batches.
+
+Messages wait here only while the socket pushes back (a writer task is draining) or, in
+coalesce mode, until the end of the loop iteration. The queue itself keeps no counters:
+it returns what it could not keep and the connection counts the drops.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from wsplugin.types import ASGIMessage
+
+if TYPE_CHECKING:
+    from wsplugin.hub import Room
+
+Outgoing = tuple[ASGIMessage, int, "Room | None"]
+"""A queued message: the shared ASGI send event, its size, its room (for drop counts)."""
+
+
+class Outbox:
+    """Queued messages of one connection and their total size."""
+
+    __slots__ = ("bytes", "coalesce", "items", "max_bytes", "max_messages")
+
+    def __init__(self, max_messages: int, max_bytes: int, coalesce: bool) -> None:
+        self.items: deque[Outgoing] = deque()
+        self.bytes = 0
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.coalesce = coalesce
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(self, message: ASGIMessage, size: int, room: Room | None) -> bool:
+        """Queue the message if it fits within both bounds."""
+        if len(self.items) < self.max_messages and self.bytes + size <= self.max_bytes:
+            self.items.append((message, size, room))
+            self.bytes += size
+            return True
+        return False
+
+    def put_dropping_oldest(
+        self, message: ASGIMessage, size: int, room: Room | None
+    ) -> list[Room | None] | None:
+        """Make room by dropping the oldest messages: their rooms (``None``: the message is
+        bigger than the whole queue and was not queued)."""
+        if size > self.max_bytes:
+            return None
+        items = self.items
+        dropped: list[Room | None] = []
+        while items and (len(items) >= self.max_messages or self.bytes + size > self.max_bytes):
+            _, old_size, old_room = items.popleft()
+            self.bytes -= old_size
+            dropped.append(old_room)
+        items.append((message, size, room))
+        self.bytes += size
+        return dropped
+
+    def next_batch(self) -> tuple[ASGIMessage, tuple[Room | None, ...], int]:
+        """The next frame to write; in coalesce mode, queued text messages joined by newlines."""
+        items = self.items
+        message, size, room = items.popleft()
+        self.bytes -= size
+        if not self.coalesce or not items or "text" not in message:
+            return message, (room,), size
+        texts = [message["text"]]
+        rooms = [room]
+        total = size
+        while items and "text" in items[0][0]:
+            next_message, next_size, next_room = items.popleft()
+            self.bytes -= next_size
+            texts.append(next_message["text"])
+            rooms.append(next_room)
+            total += next_size
+        return {"type": "websocket.send", "text": "\n".join(texts)}, tuple(rooms), total
+
+    def clear(self) -> list[Room | None]:
+        """Empty the queue (the connection ended): the rooms of what was waiting."""
+        rooms = [room for _, _, room in self.items]
+        self.items.clear()
+        self.bytes = 0
+        return rooms
