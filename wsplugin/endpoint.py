@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
 from wsplugin._fastpath import FastWriter
+from wsplugin._shutdown import abandon_later, going_away
 from wsplugin._utils import maybe_await
 from wsplugin.connection import Connection
 from wsplugin.manager import WebSocketManager
@@ -43,8 +44,11 @@ class ManagedEndpoint:
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
             return
         await websocket.accept()
-        await self.manager.start()
-        await self._serve(websocket, send, receive, room, identity)
+        try:
+            await self.manager.start()
+            await self._serve(websocket, send, receive, room, identity)
+        finally:  # a peer that stopped reading must not hold the server's shutdown open
+            abandon_later(scope)
 
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
@@ -85,6 +89,9 @@ class ManagedEndpoint:
         try:
             await self.manager.join_local(conn, room)
             await self._read_loop(conn, room)
+        except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
+            await going_away(conn)
+            raise
         except HookFailed as exc:
             logger.error("wsplugin: on_message hook failed for %s: %r", conn.id, exc.__cause__)
             await conn.aclose(CloseCode.INTERNAL, "internal error")
