@@ -79,12 +79,12 @@ class Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as resp:
             return json.loads(resp.read())
 
-    def terminate(self) -> float:
-        """SIGTERM; seconds until the process exited (killed, and ``inf``, after 20 s)."""
+    def terminate(self, timeout: float = 20.0) -> float:
+        """SIGTERM; seconds until the process exited (killed, and ``inf``, after ``timeout``)."""
         start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(20)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)

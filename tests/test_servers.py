@@ -56,7 +56,7 @@ async def test_rooms_broadcast_and_kick(name: str) -> None:
         assert broadcast["data"] == {"n": 1} and broadcast["sender"] is None
 
         fast = await in_thread(server, "get", f"/fast/{conn_id}")
-        assert fast == {"fast": name in FAST_PATH}
+        assert fast == {"found": True, "fast": name in FAST_PATH}
 
         kicked = await in_thread(server, "post", f"/kick/{conn_id}?reason=bye%20now")
         assert kicked == {"found": True}
@@ -85,9 +85,11 @@ async def test_sigterm_without_close_frame_is_abnormal(name: str) -> None:
     assert (code, exited < 5) == (1006, True)
 
 
-def test_uvicorn_shutdown_ends_with_a_client_that_stopped_reading() -> None:
-    """Plain ``uvicorn app:app`` (no --timeout-graceful-shutdown) used to hang forever here."""
-    with running("uvicorn") as server:
+@pytest.mark.parametrize("name", ["uvicorn", "hypercorn"])
+def test_shutdown_ends_with_a_client_that_stopped_reading(name: str) -> None:
+    """Plain ``uvicorn app:app`` (no --timeout-graceful-shutdown) and hypercorn used to wait
+    forever for the stalled transport to flush."""
+    with running(name) as server:
         sock = stalled_client(server, "flood")
         try:
             flooded = server.post("/flood/flood?count=100&size=65536")
@@ -96,7 +98,8 @@ def test_uvicorn_shutdown_ends_with_a_client_that_stopped_reading() -> None:
             assert server.terminate() < 10
         finally:
             sock.close()
-    assert "Exception" not in server.log()
+    if name == "uvicorn":
+        assert "Exception" not in server.log()  # (hypercorn logs its own cancelled tasks)
 
 
 @pytest.mark.parametrize(

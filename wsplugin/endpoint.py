@@ -90,7 +90,7 @@ class ManagedEndpoint:
             await self.manager.join_local(conn, room)
             await self._read_loop(conn, room)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
-            await going_away(conn)
+            await going_away(conn, websocket.scope)
             raise
         except HookFailed as exc:
             logger.error("wsplugin: on_message hook failed for %s: %r", conn.id, exc.__cause__)

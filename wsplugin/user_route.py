@@ -97,7 +97,7 @@ class UserConnection:
             conn.disconnected(exc.code)
             return True
         if isinstance(exc, asyncio.CancelledError):  # server shutdown: tell the client
-            await going_away(conn)
+            await going_away(conn, self.websocket.scope)
             return False
         if exc is not None and not isinstance(exc, Exception):
             conn.disconnected(1006)

@@ -31,8 +31,9 @@ async def kick(connection_id: str, ws: WSManager, reason: str = "") -> dict[str,
 
 @app.get("/fast/{connection_id}")
 async def fast(connection_id: str, ws: WSManager) -> dict[str, bool]:
+    """``found``: the connection is on this worker; ``fast``: it takes the fast path."""
     conn = ws.hub.connections.get(connection_id)
-    return {"fast": conn is not None and conn.fast is not None}
+    return {"found": conn is not None, "fast": conn is not None and conn.fast is not None}
 
 
 @app.post("/flood/{room}")
