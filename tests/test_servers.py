@@ -12,6 +12,7 @@ import json
 import time
 
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.servers import (
     Server,
@@ -75,6 +76,18 @@ async def test_sigterm_tells_clients_to_reconnect(name: str) -> None:
         code, _, exited = await shutdown_close(server)
     assert exited < 10
     assert code == SHUTDOWN_CODE.get(name, 1001)
+
+
+@pytest.mark.parametrize("name", ["uvicorn", "hypercorn"])
+async def test_sigterm_closes_user_owned_routes_too(name: str) -> None:
+    with running(name) as server:
+        ws = await connect(f"{server.ws_url}/own/desk", ping_interval=None, open_timeout=10)
+        first = await recv_type(ws, "message")
+        assert first["data"]["type"] == "welcome"
+        exited = asyncio.get_running_loop().run_in_executor(None, server.terminate)
+        code, _ = await closed_with(ws, 15)
+        assert await exited < 10
+    assert code == SHUTDOWN_CODE[name]
 
 
 @pytest.mark.parametrize("name", ["granian", "daphne"])

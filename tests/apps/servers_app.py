@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, WebSocket
 
 from wsplugin import WSManager, install_ws_manager
 
@@ -34,6 +34,15 @@ async def fast(connection_id: str, ws: WSManager) -> dict[str, bool]:
     """``found``: the connection is on this worker; ``fast``: it takes the fast path."""
     conn = ws.hub.connections.get(connection_id)
     return {"found": conn is not None, "fast": conn is not None and conn.fast is not None}
+
+
+@app.websocket("/own/{room}")
+async def own(websocket: WebSocket, room: str, ws: WSManager) -> None:
+    """A user-owned route handed to the manager: welcome, then echo into the room."""
+    async with ws.connect(websocket, rooms=[room]) as conn:
+        await conn.send({"type": "welcome", "connection_id": conn.id})
+        async for frame in conn:
+            await ws.broadcast(room, frame)
 
 
 @app.post("/flood/{room}")
