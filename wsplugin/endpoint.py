@@ -6,6 +6,7 @@ gets an ``error`` frame and the connection keeps working; abuse closes it with a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
+from wsplugin._shutdown import abandon_later, going_away
 from wsplugin._utils import maybe_await
 from wsplugin.connection import Connection, open_connection
 from wsplugin.manager import WebSocketManager
@@ -40,8 +42,11 @@ class ManagedEndpoint:
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
             return
         await websocket.accept()
-        await self.manager.start()
-        await self._serve(websocket, send, receive, room, identity)
+        try:
+            await self.manager.start()
+            await self._serve(websocket, send, receive, room, identity)
+        finally:  # a peer that stopped reading must not hold the server's shutdown open
+            abandon_later(scope)
 
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
@@ -77,6 +82,9 @@ class ManagedEndpoint:
         try:
             await self.manager.join_local(conn, room)
             await self._read_loop(conn, room)
+        except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
+            await going_away(conn, websocket.scope)
+            raise
         except HookFailed as exc:
             logger.error("wsplugin: on_message hook failed for %s: %r", conn.id, exc.__cause__)
             await conn.aclose(CloseCode.INTERNAL, "internal error")

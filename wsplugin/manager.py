@@ -31,6 +31,7 @@ from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, check_room, message_frame, reply
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_route import UserConnection
+from wsplugin.workers import warn_if_memory_shared
 
 logger = logging.getLogger("wsplugin")
 
@@ -105,6 +106,7 @@ class WebSocketManager:
         self._started = True
         self._stopping = False
         self.broker.attach_events(self.events)
+        warn_if_memory_shared(self.settings.backend)
         await self.broker.start(self)
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from wsplugin._shutdown import abandon_later, going_away
 from wsplugin.connection import open_connection
 from wsplugin.protocol import CloseCode
 from wsplugin.types import Data, Identity
@@ -78,10 +80,14 @@ class UserConnection:
         tb: TracebackType | None,
     ) -> bool:
         conn = self.connection
+        abandon_later(self.websocket.scope)
         if isinstance(exc, WebSocketDisconnect):
             conn.disconnected(exc.code)
             return True
-        if exc is not None and not isinstance(exc, Exception):  # cancelled: just clean up
+        if isinstance(exc, asyncio.CancelledError):  # server shutdown: tell the client
+            await going_away(conn, self.websocket.scope)
+            return False
+        if exc is not None and not isinstance(exc, Exception):
             conn.disconnected(1006)
             return False
         await conn.aclose(CloseCode.NORMAL if exc is None else CloseCode.INTERNAL,

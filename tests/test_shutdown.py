@@ -1,0 +1,76 @@
+"""Reaching and aborting a server's transport at shutdown (``wsplugin/_shutdown.py``).
+
+The servers themselves are exercised in ``tests/test_servers.py``; here, the lookup rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from wsplugin._fastpath import RAW_SEND_KEY
+from wsplugin._shutdown import abandon_later, server_transport
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.aborted = 0
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+class UvicornLike:
+    def __init__(self) -> None:
+        self.transport = Transport()
+
+    async def send(self, message: Any) -> None: ...
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.transport = Transport()
+
+
+class TCPServerLike:
+    def __init__(self) -> None:
+        self.writer = Writer()
+
+    async def protocol_send(self, event: Any) -> None: ...
+
+
+class Hop:
+    """hypercorn: a stream whose ``send`` is a bound method of the next object."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def app_send(self, message: Any) -> None: ...
+
+
+def test_uvicorn_protocol_transport() -> None:
+    protocol = UvicornLike()
+    assert server_transport({RAW_SEND_KEY: protocol.send}) is protocol.transport
+
+
+def test_hypercorn_send_chain() -> None:
+    tcp = TCPServerLike()
+    stream = Hop(Hop(tcp.protocol_send).app_send)
+    assert server_transport({RAW_SEND_KEY: stream.app_send}) is tcp.writer.transport
+
+
+def test_no_transport() -> None:
+    async def plain_send(message: Any) -> None: ...
+
+    assert server_transport({}) is None
+    assert server_transport({RAW_SEND_KEY: plain_send}) is None
+    assert server_transport({RAW_SEND_KEY: Hop(None).app_send}) is None
+
+
+async def test_abandon_later_aborts_after_the_delay() -> None:
+    protocol = UvicornLike()
+    abandon_later({RAW_SEND_KEY: protocol.send}, delay=0.05)
+    assert protocol.transport.aborted == 0
+    await asyncio.sleep(0.1)
+    assert protocol.transport.aborted == 1
+    abandon_later({}, delay=0.0)  # nothing to abort: nothing scheduled, no error
