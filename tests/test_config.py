@@ -120,3 +120,29 @@ def test_bad_environment_value_names_the_variable(var: str, raw: str) -> None:
 def test_bad_environment_value_is_validated_like_a_keyword() -> None:
     with pytest.raises(ValueError, match="max_queue_messages"):
         build_settings({}, env={"WSPLUGIN_MAX_QUEUE_MESSAGES": "0"})
+
+
+def test_client_publish_is_off_by_default() -> None:
+    assert build_settings({}, env={}).client_publish is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), ("off", False), ("", False), ("none", False),
+     ("chat-*, lobby", ("chat-*", "lobby")), ("lobby", ("lobby",))],
+)
+def test_client_publish_from_the_environment(raw: str, expected: Any) -> None:
+    s = build_settings({}, env={"WSPLUGIN_CLIENT_PUBLISH": raw})
+    assert s.client_publish == expected
+
+
+def test_client_publish_keyword_list_becomes_a_tuple() -> None:
+    assert build_settings({"client_publish": ["chat-*"]}, env={}).client_publish == ("chat-*",)
+    assert build_settings({"client_publish": True},
+                          env={"WSPLUGIN_CLIENT_PUBLISH": "false"}).client_publish is True
+
+
+@pytest.mark.parametrize("value", [3, ["chat-*", ""], [1], None])
+def test_bad_client_publish_names_itself(value: Any) -> None:
+    with pytest.raises(ValueError, match="client_publish"):
+        build_settings({"client_publish": value}, env={})

@@ -138,7 +138,7 @@ def deep(levels: int, inner: str = "1") -> str:
 
 
 def test_nesting_up_to_the_limit_is_accepted() -> None:
-    text = '{"type": "publish", "data": %s}' % deep(p.MAX_NESTING - 1)
+    text = '{"type": "publish", "data": ' + deep(p.MAX_NESTING - 1) + "}"
     data = p.parse_command(text)["data"]
     for _ in range(p.MAX_NESTING - 1):
         (data,) = data
@@ -148,7 +148,7 @@ def test_nesting_up_to_the_limit_is_accepted() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        '{"type": "publish", "data": %s}' % deep(p.MAX_NESTING),
+        '{"type": "publish", "data": ' + deep(p.MAX_NESTING) + "}",
         deep(100_000),
         "[" * 100_000,
         "{" * 100_000,
