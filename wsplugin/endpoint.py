@@ -22,7 +22,7 @@ from wsplugin._utils import maybe_await
 from wsplugin.config import Settings
 from wsplugin.connection import Connection
 from wsplugin.manager import WebSocketManager
-from wsplugin.origin import origin_allowed
+from wsplugin.origin import TrustedProxies, origin_allowed
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
 from wsplugin.user_route import describe_client
 
@@ -39,6 +39,7 @@ class ManagedEndpoint:
     def __init__(self, manager: WebSocketManager) -> None:
         self.manager = manager
         self._may_publish = publish_policy(manager.settings)
+        self._trusted_proxies = TrustedProxies(manager.settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -54,7 +55,7 @@ class ManagedEndpoint:
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
         settings = self.manager.settings
-        if not origin_allowed(websocket.scope, settings.allowed_origins):
+        if not origin_allowed(websocket.scope, settings.allowed_origins, self._trusted_proxies):
             logger.info("wsplugin: refused handshake from origin %r",
                         websocket.headers.get("origin"))
             return _REFUSED
