@@ -127,6 +127,7 @@ def create_app(**options: Any) -> FastAPI:
         app,
         authenticate=authenticate,
         on_message=on_message,
+        client_publish=True,  # every member may chat; on_message checks each message
         heartbeat_interval=HEARTBEAT_SECONDS,
         heartbeat_timeout=HEARTBEAT_SECONDS,
         **options,

@@ -102,7 +102,8 @@ def raise_fd_limit(needed: int) -> None:
 def __getattr__(name: str) -> Any:
     """``uvicorn tests.admin_helpers:scale_app``: an app built only when asked for."""
     if name == "scale_app":
-        return create_app(rate_limit=None, authenticate=lambda ws: ws.query_params.get("user", "?"))
+        return create_app(rate_limit=None, client_publish=True,
+                          authenticate=lambda ws: ws.query_params.get("user", "?"))
     raise AttributeError(name)
 
 

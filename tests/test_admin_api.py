@@ -26,7 +26,8 @@ from tests.support import ThreadServer
 
 @pytest.fixture
 def server() -> Iterator[ThreadServer]:
-    with ThreadServer(create_app(authenticate=identity_from_query)) as running:
+    app = create_app(authenticate=identity_from_query, client_publish=True)
+    with ThreadServer(app) as running:
         yield running
 
 

@@ -120,3 +120,46 @@ def test_bad_environment_value_names_the_variable(var: str, raw: str) -> None:
 def test_bad_environment_value_is_validated_like_a_keyword() -> None:
     with pytest.raises(ValueError, match="max_queue_messages"):
         build_settings({}, env={"WSPLUGIN_MAX_QUEUE_MESSAGES": "0"})
+
+
+def test_client_publish_is_off_by_default() -> None:
+    assert build_settings({}, env={}).client_publish is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), ("off", False), ("", False), ("none", False),
+     ("chat-*, lobby", ("chat-*", "lobby")), ("lobby", ("lobby",))],
+)
+def test_client_publish_from_the_environment(raw: str, expected: Any) -> None:
+    s = build_settings({}, env={"WSPLUGIN_CLIENT_PUBLISH": raw})
+    assert s.client_publish == expected
+
+
+def test_client_publish_keyword_list_becomes_a_tuple() -> None:
+    assert build_settings({"client_publish": ["chat-*"]}, env={}).client_publish == ("chat-*",)
+    assert build_settings({"client_publish": True},
+                          env={"WSPLUGIN_CLIENT_PUBLISH": "false"}).client_publish is True
+
+
+@pytest.mark.parametrize("value", [3, ["chat-*", ""], [1], None])
+def test_bad_client_publish_names_itself(value: Any) -> None:
+    with pytest.raises(ValueError, match="client_publish"):
+        build_settings({"client_publish": value}, env={})
+
+
+def test_forwarded_allow_ips_default_is_localhost_or_uvicorns_variable() -> None:
+    assert build_settings({}, env={}).forwarded_allow_ips == ("127.0.0.1",)
+    uvicorn_env = {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.168.0.1"}
+    assert build_settings({}, env=uvicorn_env).forwarded_allow_ips == ("10.0.0.0/8",
+                                                                        "192.168.0.1")
+    ours = {**uvicorn_env, "WSPLUGIN_FORWARDED_ALLOW_IPS": "*"}
+    assert build_settings({}, env=ours).forwarded_allow_ips == ("*",)
+    keyword = build_settings({"forwarded_allow_ips": "::1,127.0.0.1"}, env=ours)
+    assert keyword.forwarded_allow_ips == ("::1", "127.0.0.1")
+
+
+@pytest.mark.parametrize("value", [["proxy.internal"], ["10.0.0.1/8"], "300.0.0.1", [1]])
+def test_bad_forwarded_allow_ips_names_itself(value: Any) -> None:
+    with pytest.raises(ValueError, match="forwarded_allow_ips"):
+        build_settings({"forwarded_allow_ips": value}, env={})

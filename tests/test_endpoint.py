@@ -225,7 +225,7 @@ def test_rate_limit_none_allows_bursts() -> None:
 
 
 def test_echo_to_sender_false_in_process() -> None:
-    app, _ = make_app(echo_to_sender=False)
+    app, _ = make_app(echo_to_sender=False, client_publish=True)
     with TestClient(app) as client, client.websocket_connect("/ws/lobby") as ws:
         ws.receive_json()
         ws.send_json({"type": "publish", "data": "not for me"})
@@ -406,3 +406,129 @@ async def test_client_close_codes_are_seen_by_the_server() -> None:
         await wait_until(room_empty, 5, "the room to empty")
         assert conn_id not in [i.id for i in await on_server(server, manager.connections())]
 
+
+
+# ------------------------------------------------------------------- strict JSON (real server)
+NOT_STRICT_JSON = [
+    '{"type": "publish", "data": NaN, "id": 1}',
+    '{"type": "publish", "data": Infinity}',
+    '{"type": "publish", "data": -Infinity}',
+    '{"type": "ping", "id": 1e999}',
+    '{"type": "ping", "id": "\\ud800"}',
+    "[" * 100_000,
+    '{"type": "publish", "data": ' + "[" * 64 + "]" * 64 + "}",
+]
+
+
+async def test_non_strict_json_gets_bad_json_and_the_connection_stays_open(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with serve(client_publish=True, max_message_bytes=200_000) as (server, manager), \
+            errors_logged(caplog) as errors:
+        ws, _ = await open_client(server, "lobby")
+        other, _ = await open_client(server, "lobby")
+        for frame in NOT_STRICT_JSON:
+            await ws.send(frame)
+            error = await recv_json(ws)
+            assert (error["type"], error["code"]) == ("error", "bad_json"), frame[:40]
+            assert error["detail"]
+        await send_json(ws, {"type": "ping", "id": "still open"})
+        assert await recv_json(ws) == {"type": "pong", "id": "still open"}
+        await send_json(ws, {"type": "publish", "data": "fine"})
+        assert (await recv_type(other, "message"))["data"] == "fine"
+        assert len(await on_server(server, manager.connections())) == 2
+        await ws.close()
+        await other.close()
+    assert errors == []
+
+
+async def test_hook_returning_what_cannot_be_sent_is_an_error_frame(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def to_nan(conn: Connection, room: str, data: Any) -> Any:
+        return float("nan") if data == "nan" else {1, 2} if data == "set" else data
+
+    with serve(on_message=to_nan) as (server, _), errors_logged(caplog) as errors:
+        ws, _ = await open_client(server, "lobby")
+        for data in ("nan", "set"):
+            await send_json(ws, {"type": "publish", "data": data, "id": data})
+            error = await recv_json(ws)
+            assert (error["code"], error["id"]) == ("bad_request", data)
+            assert "JSON" in error["detail"]
+        await send_json(ws, {"type": "publish", "data": "ok"})
+        assert (await recv_type(ws, "message"))["data"] == "ok"
+        await ws.close()
+    assert errors == []
+
+
+# -------------------------------------------------------------------- client_publish
+async def test_client_publish_is_refused_by_default_and_nothing_is_delivered() -> None:
+    with serve() as (server, manager):
+        mallory, _ = await open_client(server, "order-42")
+        owner, _ = await open_client(server, "order-42")
+        await send_json(mallory, {"type": "publish", "data": {"status": "refunded"}, "id": 1})
+        error = await recv_json(mallory)
+        assert (error["type"], error["code"], error["id"]) == ("error", "forbidden", 1)
+        assert "client_publish" in error["detail"] and "on_message" in error["detail"]
+        await send_json(mallory, {"type": "ping"})
+        assert await recv_json(mallory) == {"type": "pong"}
+        await on_server(server, manager.broadcast("order-42", "from the server"))
+        frame = await recv_json(owner)  # the first frame after the welcome
+        assert (frame["data"], frame["sender"]) == ("from the server", None)
+        assert manager.room_stats()["order-42"]["messages"] == 1  # the server's only
+        await mallory.close()
+        await owner.close()
+
+
+def publish_result(app_options: dict[str, Any], room: str) -> dict[str, Any]:
+    """Join ``room`` (in-process) and publish to it; the frame that comes back."""
+    app, _ = make_app(**app_options)
+    with TestClient(app) as client, client.websocket_connect(f"/ws/{room}") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "publish", "data": "hello"})
+        frame: dict[str, Any] = ws.receive_json()
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+        return frame
+
+
+def test_client_publish_true_lets_every_member_publish() -> None:
+    frame = publish_result({"client_publish": True}, "order-42")
+    assert (frame["type"], frame["data"]) == ("message", "hello")
+
+
+@pytest.mark.parametrize(
+    ("room", "allowed"),
+    [("chat-1", True), ("chat-", True), ("lobby", True), ("lobby2", False),
+     ("order-42", False), ("xchat-1", False)],
+)
+def test_client_publish_patterns_allow_matching_rooms_only(room: str, allowed: bool) -> None:
+    frame = publish_result({"client_publish": ["chat-*", "lobby"]}, room)
+    assert frame["type"] == ("message" if allowed else "error")
+    if not allowed:
+        assert frame["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(("raw", "allowed"), [("chat-*,lobby", True), ("true", True),
+                                              ("false", False), ("order-*", False)])
+def test_client_publish_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, raw: str, allowed: bool
+) -> None:
+    monkeypatch.setenv("WSPLUGIN_CLIENT_PUBLISH", raw)
+    frame = publish_result({}, "lobby")
+    assert frame["type"] == ("message" if allowed else "error")
+
+
+def test_an_on_message_hook_decides_when_client_publish_is_off() -> None:
+    frame = publish_result({"on_message": on_message}, "order-42")
+    assert (frame["type"], frame["data"]) == ("message", "hello")
+    app, _ = make_app(on_message=on_message)
+    with TestClient(app) as client, client.websocket_connect("/ws/order-42") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "publish", "data": "forbidden word"})
+        assert ws.receive_json()["code"] == "rejected"
+
+
+def test_patterns_still_apply_with_an_on_message_hook() -> None:
+    frame = publish_result({"on_message": on_message, "client_publish": ["chat-*"]}, "order-42")
+    assert frame["code"] == "forbidden"

@@ -42,7 +42,7 @@ async def nothing_else(server: ThreadServer, manager: WebSocketManager, ws: Clie
 
 
 async def test_room_isolation() -> None:
-    with serve() as (server, manager):
+    with serve(client_publish=True) as (server, manager):
         a1, _ = await open_client(server, "a")
         a2, _ = await open_client(server, "a")
         b1, b1_id = await open_client(server, "b")
@@ -151,7 +151,7 @@ async def test_exclude() -> None:
 
 
 async def test_echo_to_sender_false() -> None:
-    with serve(echo_to_sender=False) as (server, manager):
+    with serve(echo_to_sender=False, client_publish=True) as (server, manager):
         sender, sender_id = await open_client(server, "a")
         other, _ = await open_client(server, "a")
         await send_json(sender, {"type": "publish", "data": "hello"})
@@ -163,7 +163,7 @@ async def test_echo_to_sender_false() -> None:
 
 
 async def test_echo_to_sender_true_by_default() -> None:
-    with serve() as (server, _):
+    with serve(client_publish=True) as (server, _):
         sender, sender_id = await open_client(server, "a")
         await send_json(sender, {"type": "publish", "data": "hello"})
         frame = await recv_type(sender, "message")
@@ -208,7 +208,7 @@ async def test_bad_arguments_raise() -> None:
 
 
 async def test_connection_info() -> None:
-    with serve(authenticate=lambda ws: {"user": "ann"}) as (server, manager):
+    with serve(authenticate=lambda ws: {"user": "ann"}, client_publish=True) as (server, manager):
         before = time.time()
         ws, conn_id = await open_client(server, "a", user_agent_header="test-agent/1.0")
         await send_json(ws, {"type": "publish", "data": "x" * 100})
@@ -229,7 +229,7 @@ async def test_connection_info() -> None:
 
 
 async def test_stats_and_room_stats() -> None:
-    with serve() as (server, manager):
+    with serve(client_publish=True) as (server, manager):
         keys = {"connections", "rooms", "messages_in", "messages_out", "bytes_out", "dropped",
                 "slow_closes"}
         stats = await on_server(server, manager.stats())

@@ -100,3 +100,83 @@ def test_parse_command_errors(text: str, code: str) -> None:
         p.parse_command(text)
     assert info.value.code == code
     assert info.value.detail
+
+
+# ------------------------------------------------------------------------ strict JSON
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "publish", "data": NaN}',
+        '{"type": "publish", "data": Infinity}',
+        '{"type": "publish", "data": -Infinity}',
+        '{"type": "ping", "id": [1, NaN]}',
+        '{"type": "publish", "data": 1e400}',
+        '{"type": "publish", "data": -1e400}',
+        '{"type": "publish", "data": %s.0}' % ("9" * 400),
+        '{"type": "ping", "id": "\\ud800"}',
+        '{"type": "ping", "id": "\\udc00\\ud83d"}',
+        '{"type": "ping", "\\udfff": 1}',
+        '{"type": "publish", "data": %s}' % ("1" * 5000),
+    ],
+    ids=["nan", "infinity", "minus_infinity", "nested_nan", "overflow", "minus_overflow",
+         "long_overflow", "lone_high_surrogate", "reversed_pair", "surrogate_key", "huge_int"],
+)
+def test_non_strict_json_is_bad_json(text: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_command(text)
+    assert info.value.code == "bad_json"
+    assert info.value.detail.startswith("frame is not valid JSON")
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    command = p.parse_command('{"type": "ping", "id": "\\ud83d\\ude00 \\\\ud800"}')
+    assert command["id"] == "\U0001f600 \\ud800"
+
+
+def deep(levels: int, inner: str = "1") -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    text = '{"type": "publish", "data": ' + deep(p.MAX_NESTING - 1) + "}"
+    data = p.parse_command(text)["data"]
+    for _ in range(p.MAX_NESTING - 1):
+        (data,) = data
+    assert data == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "publish", "data": ' + deep(p.MAX_NESTING) + "}",
+        deep(100_000),
+        "[" * 100_000,
+        "{" * 100_000,
+        '{"a":' * 65 + "1" + "}" * 65,
+    ],
+    ids=["one_too_deep", "deep_array", "unclosed_arrays", "unclosed_objects", "deep_objects"],
+)
+def test_deeper_nesting_is_bad_json_before_parsing(text: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_command(text)
+    assert info.value.code == "bad_json"
+    assert str(p.MAX_NESTING) in info.value.detail
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    text = json.dumps({"type": "publish", "data": ["[" * 500, "{" * 500, '"[\\' * 100]})
+    assert p.parse_command(text)["data"][0] == "[" * 500
+    assert not p.nests_deeper_than(text)
+
+
+def test_many_shallow_brackets_are_fine() -> None:
+    text = json.dumps({"type": "publish", "data": [[i, {"k": [i]}] for i in range(2000)]})
+    assert len(p.parse_command(text)["data"]) == 2000
+
+
+@pytest.mark.parametrize("text", ['"\\"' * 20_000 + "[" * 70, '"' + "\\" * 50_001,
+                                  '["' * 40_000])
+def test_the_depth_scan_copes_with_hostile_text(text: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_command(text)
+    assert info.value.code == "bad_json"

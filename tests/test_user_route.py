@@ -24,7 +24,7 @@ from wsplugin import WebSocketManager, WSManager
 
 
 def chat_app() -> tuple[FastAPI, WebSocketManager]:
-    app, manager = make_app()
+    app, manager = make_app(client_publish=True)
 
     @app.websocket("/chat/{room}")
     async def chat(websocket: WebSocket, room: str, ws_manager: WSManager) -> None:

@@ -6,6 +6,7 @@ with a message that names it, never at the first connection.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -14,6 +15,8 @@ from typing import Any, Literal
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 SlowConsumerPolicy = Literal["close", "drop_oldest"]
+ClientPublish = bool | tuple[str, ...]
+"""``False`` (only with an ``on_message`` hook), ``True`` (any member), or room globs."""
 
 _UNSET: Any = object()
 ENV_PREFIX = "WSPLUGIN_"
@@ -27,6 +30,8 @@ class Settings:
     authorize: AuthorizeHook | None = None
     on_message: MessageHook | None = None
     allowed_origins: tuple[str, ...] | None = None
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    client_publish: ClientPublish = False
     max_message_bytes: int = 65536
     max_queue_messages: int = 1000
     max_queue_bytes: int = 4 * 2**20
@@ -75,10 +80,21 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _parse_client_publish(raw: str) -> ClientPublish:
+    if raw.strip().lower() in ("", "none"):
+        return False
+    try:
+        return _parse_bool("client_publish", raw)
+    except ValueError:
+        return _parse_origins(raw)  # comma-separated room patterns
+
+
 _ENV_PARSERS: dict[str, Any] = {
     "prefix": str,
     "backend": str,
     "allowed_origins": _parse_origins,
+    "forwarded_allow_ips": _parse_origins,
+    "client_publish": _parse_client_publish,
     "max_message_bytes": int,
     "max_queue_messages": int,
     "max_queue_bytes": int,
@@ -127,6 +143,11 @@ def build_settings(
             values[name] = value
     if values.get("allowed_origins") is not None:
         values["allowed_origins"] = _normalise_origins(values["allowed_origins"])
+    if "forwarded_allow_ips" not in values and env.get("FORWARDED_ALLOW_IPS"):
+        values["forwarded_allow_ips"] = _parse_origins(env["FORWARDED_ALLOW_IPS"])
+    for name in ("forwarded_allow_ips", "client_publish"):
+        if name in values:
+            values[name] = _as_tuple(values[name])
     if isinstance(values.get("rate_limit"), list):
         values["rate_limit"] = tuple(values["rate_limit"])
     settings = Settings(**values)
@@ -140,6 +161,15 @@ def _normalise_origins(origins: Any) -> tuple[str, ...]:
     if not isinstance(origins, Sequence):
         raise ValueError("allowed_origins must be a list of origins like 'https://example.com'")
     return tuple(str(o).rstrip("/").lower() for o in origins)
+
+
+def _as_tuple(value: Any) -> Any:
+    """A list (or a comma-separated string) of names as a tuple; other values unchanged."""
+    if isinstance(value, str):
+        return _parse_origins(value)
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() if isinstance(v, str) else v for v in value)
+    return value
 
 
 def _require(condition: bool, message: str) -> None:
@@ -185,6 +215,35 @@ def validate(s: Settings) -> None:
              "redis_prefix must be a non-empty string")
     _require(s.fast_path == "auto" or isinstance(s.fast_path, bool),
              f"fast_path must be 'auto', True or False, got {s.fast_path!r}")
+    _validate_client_publish(s.client_publish)
+    _validate_forwarded_allow_ips(s.forwarded_allow_ips)
+
+
+def _validate_client_publish(value: Any) -> None:
+    ok = isinstance(value, bool) or (
+        isinstance(value, tuple) and all(isinstance(p, str) and p for p in value))
+    _require(ok, "client_publish must be True, False or a list of room patterns like "
+             f"['chat-*', 'lobby'], got {value!r}")
+
+
+def _is_ip_or_network(entry: Any) -> bool:
+    if entry == "*":
+        return True
+    try:
+        if "/" in entry:
+            ipaddress.ip_network(entry)
+        else:
+            ipaddress.ip_address(entry)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _validate_forwarded_allow_ips(value: Any) -> None:
+    ok = isinstance(value, tuple) and all(
+        isinstance(e, str) and _is_ip_or_network(e) for e in value)
+    _require(ok, "forwarded_allow_ips must be a list of IP addresses and networks like "
+             f"['127.0.0.1', '10.0.0.0/8'] or '*', got {value!r}")
 
 
 def _validate_rate(rate: Any) -> None:

@@ -7,7 +7,10 @@ gets an ``error`` frame and the connection keeps working; abuse closes it with a
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -16,9 +19,10 @@ from starlette.websockets import WebSocket
 from wsplugin import protocol as p
 from wsplugin._shutdown import abandon_later, going_away
 from wsplugin._utils import maybe_await
+from wsplugin.config import Settings
 from wsplugin.connection import Connection, open_connection
 from wsplugin.manager import WebSocketManager
-from wsplugin.origin import origin_allowed
+from wsplugin.origin import TrustedProxies, origin_allowed
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
 
 logger = logging.getLogger("wsplugin")
@@ -33,6 +37,8 @@ class ManagedEndpoint:
 
     def __init__(self, manager: WebSocketManager) -> None:
         self.manager = manager
+        self._may_publish = publish_policy(manager.settings)
+        self._trusted_proxies = TrustedProxies(manager.settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -51,7 +57,7 @@ class ManagedEndpoint:
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
         settings = self.manager.settings
-        if not origin_allowed(websocket.scope, settings.allowed_origins):
+        if not origin_allowed(websocket.scope, settings.allowed_origins, self._trusted_proxies):
             logger.info("wsplugin: refused handshake from origin %r",
                         websocket.headers.get("origin"))
             return _REFUSED
@@ -128,6 +134,9 @@ class ManagedEndpoint:
 
     async def _publish(self, conn: Connection, default_room: str, command: dict[str, Any]) -> None:
         room = check_room(command.get("room", default_room))
+        if not self._may_publish(room):
+            raise ProtocolError(p.FORBIDDEN, f"clients may not publish to {room!r}; "
+                                f"{_ENABLE_PUBLISH}")
         if "data" not in command:
             raise ProtocolError(p.BAD_REQUEST, "publish needs 'data'")
         if room not in conn.rooms:
@@ -137,7 +146,11 @@ class ManagedEndpoint:
         if hook is not None:
             data = await self._run_hook(hook, conn, room, data)
         exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
-        await self.manager.publish(room, data, exclude=exclude, sender=conn.id, wait=False)
+        try:
+            await self.manager.publish(room, data, exclude=exclude, sender=conn.id, wait=False)
+        except p.UnencodableData as exc:  # what the on_message hook returned
+            logger.warning("wsplugin: on_message returned a value that cannot be sent: %s", exc)
+            raise ProtocolError(p.BAD_REQUEST, str(exc)) from None
 
     async def _run_hook(self, hook: Any, conn: Connection, room: str, data: Any) -> Any:
         try:
@@ -174,6 +187,25 @@ class ManagedEndpoint:
         if not await self.manager.leave_local(conn, room):
             raise ProtocolError(p.NOT_JOINED, f"not a member of {room!r}")
         conn.deliver_text(reply("left", command.get("id"), room=room))
+
+
+_ENABLE_PUBLISH = ("the server enables client publishing with install_ws_manager("
+                   "client_publish=True or a list of room patterns; env WSPLUGIN_CLIENT_PUBLISH) "
+                   "or an on_message hook")
+
+
+def publish_policy(settings: Settings) -> Callable[[str], bool]:
+    """Whether a client may publish to a room, from ``client_publish`` and ``on_message``."""
+    policy = settings.client_publish
+    if policy is False:
+        allowed = settings.on_message is not None  # the hook decides, message by message
+        return lambda room: allowed
+    if policy is True:
+        return lambda room: True
+    if not policy:
+        return lambda room: False
+    pattern = re.compile("|".join(fnmatch.translate(glob) for glob in policy))
+    return lambda room: pattern.match(room) is not None
 
 
 def _required(command: dict[str, Any], name: str) -> Any:

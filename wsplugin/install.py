@@ -30,6 +30,8 @@ def install_ws_manager(
     authorize: AuthorizeHook | None = _UNSET,
     on_message: MessageHook | None = _UNSET,
     allowed_origins: Sequence[str] | None = _UNSET,
+    forwarded_allow_ips: Sequence[str] | str = _UNSET,
+    client_publish: bool | Sequence[str] = _UNSET,
     max_message_bytes: int = _UNSET,
     max_queue_messages: int = _UNSET,
     max_queue_bytes: int = _UNSET,
@@ -58,6 +60,14 @@ def install_ws_manager(
     ``registry_ttl=15``, ``fast_path="auto"`` (``False``: every frame through the ASGI
     ``send``, see :mod:`wsplugin.writer`). Bad values raise ``ValueError`` here, not at
     the first connection.
+
+    ``client_publish=False``: a client's ``publish`` is refused (error ``forbidden``) unless
+    an ``on_message`` hook is set, which then decides; ``True`` lets every member publish; a
+    list of room globs (``["chat-*", "lobby"]``, env: comma-separated) allows those rooms.
+
+    ``forwarded_allow_ips``: the proxies (IPs, CIDR networks, ``"*"``) whose
+    ``X-Forwarded-Host``/``X-Forwarded-Proto``/``Forwarded`` headers the Origin check
+    believes; default: uvicorn's ``FORWARDED_ALLOW_IPS`` if set, else ``127.0.0.1``.
     """
     options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
     if getattr(app.state, "ws_manager", None) is not None:

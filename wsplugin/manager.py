@@ -28,7 +28,7 @@ from wsplugin.connection import (
 from wsplugin.events import EventBus
 from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
-from wsplugin.protocol import CloseCode, check_room, message_frame, reply
+from wsplugin.protocol import CloseCode, UnencodableData, check_room, message_frame, reply
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_route import UserConnection
 from wsplugin.workers import warn_if_memory_shared
@@ -51,9 +51,9 @@ def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessag
         return message, size, raw
     try:
         frame = message_frame(room, data, sender)
+        message, size = text_message(frame)  # UnicodeEncodeError: a lone surrogate
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"data must be JSON-serialisable or bytes: {exc}") from None
-    message, size = text_message(frame)
+        raise UnencodableData(f"data must be JSON-serialisable or bytes: {exc}") from None
     return message, size, frame
 
 

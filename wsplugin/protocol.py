@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import IntEnum
+from itertools import accumulate
 from typing import Any
 
 from wsplugin.types import JSON
@@ -35,6 +37,16 @@ BINARY_UNSUPPORTED = "binary_unsupported"
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
+MAX_NESTING = 64
+"""The deepest nesting of arrays and objects a client frame may have (the command counts)."""
+
+# One JSON string, closed or running to the end of the text. Possessive quantifiers keep
+# the match linear on any input, valid JSON or not.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.?)*+"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_BRACKET_DEPTH = {"[": 1, "{": 1, "]": -1, "}": -1}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 encode_json = _encoder.encode
 
@@ -47,6 +59,10 @@ class ProtocolError(Exception):
         self.code = code
         self.detail = detail
         self.command_id = command_id
+
+
+class UnencodableData(TypeError):
+    """A value that cannot be sent: not JSON-serialisable (NaN, a set...) nor bytes."""
 
 
 def is_valid_room(room: object) -> bool:
@@ -77,12 +93,70 @@ def error_frame(code: str, detail: str, command_id: Any = None) -> str:
     return reply("error", command_id, code=code, detail=detail)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def nests_deeper_than(text: str, limit: int = MAX_NESTING) -> bool:
+    """True if arrays and objects in ``text`` nest deeper than ``limit`` levels.
+
+    Brackets inside strings do not count. Free for text with at most ``limit`` brackets
+    (two C-level counts); otherwise strings and non-brackets are cut out by regular
+    expressions and the depth is a running sum, all at C speed (linear on any input).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_DEPTH.__getitem__, brackets)), default=0) > limit
+
+
+def _has_lone_surrogate(text: str, value: Any) -> bool:
+    """True if a ``\\uD800``-``\\uDFFF`` escape decoded to a half pair (not UTF-8 text)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return False
+    try:
+        encode_json(value).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """Decode strict RFC 8259 JSON; raise ``ProtocolError(BAD_JSON)`` otherwise.
+
+    Refused: invalid syntax, ``NaN``/``Infinity``/``-Infinity``, numbers out of the float
+    range, nesting deeper than :data:`MAX_NESTING`, and unpaired surrogate escapes (which
+    cannot be sent back as UTF-8 text).
+    """
+    if nests_deeper_than(text):
+        raise ProtocolError(BAD_JSON, f"JSON nests deeper than {MAX_NESTING} levels")
+    try:
+        value = _decoder.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {_reason(exc)}") from None
+    if _has_lone_surrogate(text, value):
+        raise ProtocolError(BAD_JSON, "frame is not valid JSON: unpaired surrogate escape")
+    return value
+
+
+def _reason(exc: Exception) -> str:
+    message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+    return message[:100]
+
+
 def parse_command(text: str) -> dict[str, Any]:
     """Decode one client frame into a command dict with a string ``type``."""
-    try:
-        command = json.loads(text)
-    except ValueError:
-        raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
+    command = parse_json(text)
     if not isinstance(command, dict):
         raise ProtocolError(BAD_REQUEST, "a command is a JSON object with a 'type'")
     if not isinstance(command.get("type"), str):

@@ -25,6 +25,7 @@ def manager_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "admin_path": "/ws-admin" if args.admin else None,
         "rate_limit": None,
+        "client_publish": True,  # the load generator publishes from clients
         "coalesce": args.coalesce,
         "backend": args.backend,
     }

@@ -14,7 +14,7 @@ from fastapi import Body, FastAPI
 from wsplugin import install_ws_manager
 
 app = FastAPI()
-manager = install_ws_manager(app, admin_path=None)
+manager = install_ws_manager(app, admin_path=None, client_publish=True)
 
 
 @app.post("/announce/{room}")
