@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from wsplugin.history import History, normalise_history, parse_history_env
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 SlowConsumerPolicy = Literal["close", "drop_oldest"]
@@ -42,6 +43,8 @@ class Settings:
     health_path: str | None = "/ws-health"
     redis_prefix: str = "wsplugin"
     registry_ttl: float = 15.0
+    history: Mapping[str, History] = field(default_factory=dict)
+    recovery_max_messages: int = 300
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +91,8 @@ _ENV_PARSERS: dict[str, Any] = {
     "health_path": _parse_optional_path,
     "redis_prefix": str,
     "registry_ttl": float,
+    "history": parse_history_env,
+    "recovery_max_messages": int,
 }
 
 
@@ -121,6 +126,8 @@ def build_settings(
             values[name] = value
     if values.get("allowed_origins") is not None:
         values["allowed_origins"] = _normalise_origins(values["allowed_origins"])
+    if "history" in values:
+        values["history"] = normalise_history(values["history"])
     if isinstance(values.get("rate_limit"), list):
         values["rate_limit"] = tuple(values["rate_limit"])
     settings = Settings(**values)
@@ -161,7 +168,7 @@ def validate(s: Settings) -> None:
         value = getattr(s, hook)
         _require(value is None or callable(value), f"{hook} must be callable or None")
     for name in ("max_message_bytes", "max_queue_messages", "max_queue_bytes",
-                 "max_rooms_per_connection"):
+                 "max_rooms_per_connection", "recovery_max_messages"):
         _require(_is_positive_int(getattr(s, name)),
                  f"{name} must be a positive integer, got {getattr(s, name)!r}")
     _require(s.slow_consumer in ("close", "drop_oldest"),

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
+from wsplugin._endpoint_history import client_publish, join_room, join_url_room
 from wsplugin._fastpath import FastWriter
 from wsplugin._utils import maybe_await
 from wsplugin.connection import Connection
@@ -81,9 +82,9 @@ class ManagedEndpoint:
         )
         conn.bind_reader(asyncio.current_task())
         conn.fast = FastWriter.attach(websocket.scope)
-        conn.deliver_text(reply("welcome", connection_id=conn.id, rooms=[room]))
         try:
-            await self.manager.join_local(conn, room)
+            # welcome first, then join (issue 11: a history room's position and recovery)
+            await join_url_room(self.manager, conn, room, websocket.query_params)
             await self._read_loop(conn, room)
         except HookFailed as exc:
             logger.error("wsplugin: on_message hook failed for %s: %r", conn.id, exc.__cause__)
@@ -137,7 +138,7 @@ class ManagedEndpoint:
         if hook is not None:
             data = await self._run_hook(hook, conn, room, data)
         exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
-        await self.manager.publish(room, data, exclude=exclude, sender=conn.id, wait=False)
+        await client_publish(self.manager, conn, room, data, exclude, command.get("id"))
 
     async def _run_hook(self, hook: Any, conn: Connection, room: str, data: Any) -> Any:
         try:
@@ -156,8 +157,7 @@ class ManagedEndpoint:
                                     f"{settings.max_rooms_per_connection} rooms per connection")
             if not await self._authorized(conn, room):
                 raise ProtocolError(p.FORBIDDEN, f"not allowed to join {room!r}")
-            await self.manager.join_local(conn, room)
-        conn.deliver_text(reply("joined", command.get("id"), room=room))
+        await join_room(self.manager, conn, room, command)  # joined (+ position: issue 11)
 
     async def _authorized(self, conn: Connection, room: str) -> bool:
         hook = self.manager.settings.authorize

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from wsplugin._fastpath import RawSendMiddleware
 from wsplugin.config import _UNSET, SlowConsumerPolicy, build_settings
 from wsplugin.endpoint import ManagedEndpoint
+from wsplugin.history import History
 from wsplugin.manager import WebSocketManager
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
@@ -45,6 +46,8 @@ def install_ws_manager(
     health_path: str | None = _UNSET,
     redis_prefix: str = _UNSET,
     registry_ttl: float = _UNSET,
+    history: Mapping[str, History | Mapping[str, float]] | None = _UNSET,
+    recovery_max_messages: int = _UNSET,
 ) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
@@ -54,7 +57,9 @@ def install_ws_manager(
     ``max_rooms_per_connection=100``, ``rate_limit=(100, 50.0)``, ``heartbeat_interval=20``,
     ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
     ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
-    ``registry_ttl=15``. Bad values raise ``ValueError`` here, not at the first connection.
+    ``registry_ttl=15``, ``history={}`` (room pattern -> ``History(size, ttl)``, see
+    docs/history.md), ``recovery_max_messages=300``. Bad values raise ``ValueError`` here,
+    not at the first connection.
     """
     options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
     if getattr(app.state, "ws_manager", None) is not None:

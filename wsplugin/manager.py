@@ -26,9 +26,11 @@ from wsplugin.connection import (
     text_message,
 )
 from wsplugin.events import EventBus
+from wsplugin.history import HistoryPage
 from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, check_room, message_frame, reply
+from wsplugin.streams import Streams
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_route import UserConnection
 
@@ -88,6 +90,7 @@ class WebSocketManager:
         self._sub_lock: asyncio.Lock | None = None
         self._last_publish_warning = 0.0
         self._flush_queue: list[Connection] = []
+        self.streams = Streams(self)  # history rooms (issue 11): wsplugin/streams.py
 
     @property
     def node_id(self) -> str:
@@ -102,6 +105,7 @@ class WebSocketManager:
         self._started = True
         self._stopping = False
         self.broker.attach_events(self.events)
+        self.streams.start()  # history rooms (issue 11)
         await self.broker.start(self)
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
@@ -313,6 +317,7 @@ class WebSocketManager:
             "dropped": c.dropped,
             "slow_closes": c.slow_closes,
             "publish_errors": c.publish_errors,
+            **self.streams.stats(),  # history rooms (issue 11): resets, gaps filled...
         }
 
     def room_stats(self) -> dict[str, dict[str, int]]:
@@ -343,6 +348,8 @@ class WebSocketManager:
         waiting for the broker's answer; a failure is counted in ``publish_errors`` all
         the same.
         """
+        if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
+            return await self.streams.publish(room, spec, data, exclude, sender)
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
         if self.broker.distributed and not (wait is False and self._publish_nowait(
@@ -410,6 +417,9 @@ class WebSocketManager:
         if op == "join":
             if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_connection:
                 return False
+            if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
+                await self.streams.join(conn, room, spec, {"type": "joined", "room": room}, None)
+                return True
             if await self.join_local(conn, room):
                 conn.deliver_text(reply("joined", room=room))
             return True
@@ -486,6 +496,15 @@ class WebSocketManager:
         health["node"] = self.node_id
         health["connections"] = len(self.hub.connections)
         return health
+
+    # ------------------------------------------------------------------ history (issue 11)
+    async def history(
+        self, room: str, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """The stored messages of a history room (after offset ``since``, or the newest
+        ``limit``), oldest first, and the room's position. ``ValueError`` for a plain room."""
+        check_room_arg(room)
+        return await self.streams.history(room, since, limit)
 
 
 def check_room_arg(room: object) -> str:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from wsplugin.backends._history import HistoryStore, MemoryHistory
 from wsplugin.backends.base import Broker, BrokerHandler, Command
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -18,6 +19,10 @@ class MemoryBroker(Broker):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.node_id = uuid.uuid4().hex[:12]
+        self._history = MemoryHistory()  # a new epoch per process start
+
+    def history_store(self) -> HistoryStore:
+        return self._history
 
     async def start(self, handler: BrokerHandler) -> None:
         return None
