@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.redis_server import RedisFactory
 from tests.support import ThreadServer
@@ -220,3 +220,44 @@ def _kill_subscription(manager: WebSocketManager) -> bool:
     host, port = pubsub.connection._writer.get_extra_info("sockname")[:2]
     with redis.Redis.from_url(broker.url) as killer:
         return bool(killer.client_kill(f"{host}:{port}"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_recovery_of_300_among_1000_live_members(redis_url: str, redis_prefix: str) -> None:
+    members = 1000
+    history = {"h-*": History(size=500)}
+    with nodes(redis_url, redis_prefix, count=1, history=history,
+               rate_limit=None) as [(sa, ma)]:
+        away, hello = await welcome(sa, "h-big")
+        await away.close()
+        for i in range(300):
+            await on_server(sa, ma.broadcast("h-big", i))
+        crowd = []
+        for start in range(0, members, 100):  # connect in batches
+            crowd += await asyncio.gather(*(connect(f"{sa.ws_url}/ws/h-big")
+                                            for _ in range(start, min(members, start + 100))))
+        for ws in crowd:
+            assert json.loads(await ws.recv())["offset"] == 300
+
+        async def live() -> None:
+            for i in range(20):
+                await ma.broadcast("h-big", f"live{i}")
+                await asyncio.sleep(0.01)
+
+        started = time.monotonic()
+        task = asyncio.run_coroutine_threadsafe(live(), sa.loop)  # type: ignore[arg-type]
+        back, reply = await welcome(sa, "h-big", f"?epoch={hello['epoch']}&offset=0")
+        assert reply["recovered"] is True
+        got = await offsets_until(back, 320, 30)
+        assert got == list(range(1, 321))
+        await asyncio.wrap_future(task)
+
+        async def last_of(ws: ClientConnection) -> list[int]:
+            return [json.loads(await ws.recv())["offset"] for _ in range(20)]
+
+        seen = await asyncio.wait_for(asyncio.gather(*(last_of(ws) for ws in crowd)), 30)
+        assert all(offsets == list(range(301, 321)) for offsets in seen)
+        elapsed = time.monotonic() - started
+        print(f"1000 members x 20 live + 300 recovered: {elapsed:.2f}s")
+        await asyncio.gather(*(ws.close() for ws in [*crowd, back]))
