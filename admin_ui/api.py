@@ -21,6 +21,7 @@ from admin_ui.schemas import (
     Me,
     Overview,
     RoomDetail,
+    RoomHistory,
     RoomPage,
     SendRequest,
 )
@@ -79,6 +80,17 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
         if detail is None:
             raise HTTPException(404, "no such room")
         return detail
+
+    @router.get("/rooms/{room}/history", response_model=RoomHistory, dependencies=seen)
+    async def room_history(
+        room: str, since: int | None = Query(None, ge=0), limit: int = Query(50, ge=0, le=1000)
+    ) -> dict[str, Any]:
+        """A history room's stored messages (after ``since``, or the newest ``limit``) and
+        its position; 404 for a room without history."""
+        if ctx.manager.streams.spec(room) is None:
+            raise HTTPException(404, "this room keeps no history")
+        page = await _checked(ctx.manager.history(room, since=since, limit=limit))
+        return page.to_dict()
 
     @router.get("/events", response_model=list[EventItem], dependencies=seen)
     async def events(limit: int = Limit) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -228,3 +229,25 @@ def test_settings_from_the_environment() -> None:
         build_settings({}, {"WSPLUGIN_HISTORY": "{nope"})
     with pytest.raises(ValueError, match="size"):
         build_settings({"history": {"a": {"size": 0}}}, {})
+
+
+async def test_admin_api_shows_a_rooms_history() -> None:
+    from tests.admin_helpers import ADMIN, VIEWER, create_app, manager_of
+
+    app = create_app(history=HISTORY)
+    manager = manager_of(app)
+    with ThreadServer(app) as server:
+        await broadcast(server, manager, "h-admin", range(1, 6))
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            url = f"{ADMIN}/api/rooms/h-admin/history"
+            assert (await http.get(url)).status_code in (401, 403)
+            response = await http.get(url, params={"limit": 2}, headers=VIEWER)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert (body["room"], body["offset"], len(body["epoch"])) == ("h-admin", 5, 8)
+            assert body["messages"] == [{"offset": 4, "data": 4, "sender": None},
+                                        {"offset": 5, "data": 5, "sender": None}]
+            since = await http.get(url, params={"since": 1, "limit": 1}, headers=VIEWER)
+            assert [m["offset"] for m in since.json()["messages"]] == [2]
+            plain = await http.get(f"{ADMIN}/api/rooms/plain/history", headers=VIEWER)
+            assert plain.status_code == 404

@@ -138,8 +138,16 @@ async def test_redis_down_fails_publishes_visibly_then_recovery_is_exact(
         assert (error["type"], error["code"], error["id"]) == ("error", "publish_failed", 9)
         assert ma.local_stats()["publish_errors"] >= 2
         await probe.close()
+        blind, unknown = await welcome(sa, "h-later")  # no position can be read yet
+        assert (unknown["epoch"], unknown["offset"]) == ("", 0)
         server.restart()
         await wait_until(lambda: _healthy(sa, ma), 15, "the node to reconnect")
+        reset = await recv_json(blind, 10)
+        assert (reset["type"], reset["room"], reset["offset"]) == ("reset", "h-later", 0)
+        assert len(reset["epoch"]) == 8
+        await on_server(sa, ma.broadcast("h-later", "first"))
+        assert (await recv_json(blind))["offset"] == 1
+        await blind.close()
         await on_server(sa, ma.broadcast("h-down", "two"))
         back, reply = await welcome(sa, "h-down", f"?epoch={hello['epoch']}&offset=1")
         # Redis restarted empty: a new epoch, so no recovery (never a partial one)

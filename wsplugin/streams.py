@@ -86,8 +86,9 @@ class Joiner:
             self.conn.deliver_text(reset_frame(room, epoch, offset))
 
     def caught_up(self, stream: Stream) -> bool:
-        return (stream.room not in self.conn.rooms
-                or (self.epoch == stream.epoch and self.sent >= stream.last))
+        return stream.room not in self.conn.rooms or (
+            self.epoch is not None and self.epoch == stream.epoch and self.sent >= stream.last
+        )
 
     def start(self, epoch: str | None, sent: int, room: str) -> None:
         """The reply went out at (``epoch``, ``sent``): send what was buffered after it."""
@@ -352,7 +353,10 @@ class Streams:
 
     def on_stream_unsubscribed(self, room: str) -> None:
         stream = self.streams.get(room)
-        if stream is not None and not stream.joiners and room not in self.manager.hub.rooms:
+        if stream is None:
+            return
+        self._release(stream)  # forget joiners that closed meanwhile
+        if not stream.joiners and room not in self.manager.hub.rooms:
             del self.streams[room]
             self._send_acks(stream, None)
 
