@@ -26,6 +26,7 @@ from admin_ui.schemas import (
     SendRequest,
 )
 from admin_ui.security import SecureRoute
+from wsplugin.history import NoHistory
 
 T = TypeVar("T")
 TAGS: list[str | Any] = ["wsplugin admin"]
@@ -87,10 +88,17 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
     ) -> dict[str, Any]:
         """A history room's stored messages (after ``since``, or the newest ``limit``) and
         its position; 404 for a room without history."""
-        if ctx.manager.streams.spec(room) is None:
-            raise HTTPException(404, "this room keeps no history")
-        page = await _checked(ctx.manager.history(room, since=since, limit=limit))
-        return page.to_dict()
+        history = getattr(ctx.manager, "history", None)  # ManagerLike does not require it
+        if history is None:
+            raise HTTPException(404, "this manager keeps no history")
+        try:
+            page = await history(room, since=since, limit=limit)
+        except NoHistory as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ValueError as exc:  # a bad room name
+            raise HTTPException(422, str(exc)) from None
+        result: dict[str, Any] = page.to_dict()
+        return result
 
     @router.get("/events", response_model=list[EventItem], dependencies=seen)
     async def events(limit: int = Limit) -> list[dict[str, Any]]:

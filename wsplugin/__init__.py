@@ -5,7 +5,7 @@ from wsplugin.config import Settings
 from wsplugin.connection import Connection
 from wsplugin.dependencies import WSManager, get_ws_manager
 from wsplugin.events import Event, EventBus
-from wsplugin.history import History, HistoryMessage, HistoryPage, Position
+from wsplugin.history import History, HistoryMessage, HistoryPage, NoHistory, Position
 from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
@@ -23,6 +23,7 @@ __all__ = [
     "History",
     "HistoryMessage",
     "HistoryPage",
+    "NoHistory",
     "Position",
     "Settings",
     "UserConnection",

@@ -22,6 +22,10 @@ META_TTL = 30 * 86400
 _CACHE_LIMIT = 10_000
 
 
+class NoHistory(ValueError):
+    """The room keeps no history (no pattern of the ``history`` setting matches it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """Keep the last ``size`` messages of a room, for ``ttl`` seconds after its last publish."""

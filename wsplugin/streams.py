@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 from wsplugin.backends._history import Entry, HistoryStore
 from wsplugin.backends.base import BrokerError
 from wsplugin.connection import text_message
-from wsplugin.history import History, HistoryMessage, HistoryPage, HistoryRules, Position
+from wsplugin.history import (
+    History,
+    HistoryMessage,
+    HistoryPage,
+    HistoryRules,
+    NoHistory,
+    Position,
+)
 from wsplugin.protocol import encode_json, error_frame, message_frame, reply
 from wsplugin.types import ASGIMessage, Data
 
@@ -308,7 +315,7 @@ class Streams:
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
         spec = self.spec(room)
         if spec is None:
-            raise ValueError(f"room {room!r} keeps no history (see the history setting)")
+            raise NoHistory(f"room {room!r} keeps no history (see the history setting)")
         if not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be a non-negative integer")
         position, entries = await self._store().read(room, since, limit, spec)
