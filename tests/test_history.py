@@ -251,3 +251,16 @@ async def test_admin_api_shows_a_rooms_history() -> None:
             assert [m["offset"] for m in since.json()["messages"]] == [2]
             plain = await http.get(f"{ADMIN}/api/rooms/plain/history", headers=VIEWER)
             assert plain.status_code == 404
+
+
+async def test_without_echo_the_publisher_gets_only_its_ack() -> None:
+    with history_server(echo_to_sender=False) as (server, _):
+        ws, _ = await welcome(server, "h-quiet")
+        other, _ = await welcome(server, "h-quiet")
+        await send_json(ws, {"type": "publish", "data": "hi", "id": 1})
+        assert await recv_json(ws) == {"type": "published", "room": "h-quiet", "offset": 1,
+                                       "id": 1}
+        assert (await recv_json(other))["data"] == "hi"
+        assert await silent(ws)
+        for client in (ws, other):
+            await client.close()

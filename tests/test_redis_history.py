@@ -270,3 +270,24 @@ async def test_recovery_of_300_among_1000_live_members(redis_url: str, redis_pre
         elapsed = time.monotonic() - started
         print(f"1000 members x 20 live + 300 recovered: {elapsed:.2f}s")
         await asyncio.gather(*(ws.close() for ws in [*crowd, back]))
+
+
+@pytest.mark.parametrize("case", ["trimmed", "expired", "over_limit"])
+async def test_redis_recovery_fails_whole(redis_url: str, redis_prefix: str, case: str) -> None:
+    history = {"h-*": History(size=5, ttl=0.3 if case == "expired" else 60)}
+    with nodes(redis_url, redis_prefix, count=1, history=history,
+               recovery_max_messages=3) as [(sa, ma)]:
+        ws, hello = await welcome(sa, "h-whole")
+        await on_server(sa, ma.broadcast("h-whole", 0))
+        await messages(ws, 1)
+        await ws.close()
+        missed = {"trimmed": 6, "expired": 2, "over_limit": 4}[case]
+        for i in range(missed):
+            await on_server(sa, ma.broadcast("h-whole", i))
+        if case == "expired":
+            await asyncio.sleep(0.5)
+        back, reply = await welcome(sa, "h-whole", f"?epoch={hello['epoch']}&offset=1")
+        assert (reply["recovered"], reply["epoch"], reply["offset"]) == (
+            False, hello["epoch"], 1 + missed)  # the metadata outlives the messages
+        assert await silent(back)
+        await back.close()
