@@ -124,6 +124,7 @@ class WebSocketManager:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
+        await self.streams.stop()  # history rooms (issue 11)
         await self.broker.stop()
         self._started = False
 

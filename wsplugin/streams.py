@@ -150,6 +150,14 @@ class Streams:
              "recoveries", "recoveries_failed"), 0
         )
         self._last_failure_log = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        """Cancel the syncs in flight (before the broker closes its connections)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def start(self) -> None:
         if not self.active:
@@ -427,7 +435,8 @@ class Streams:
             return
         stream.busy = True
         task = asyncio.get_running_loop().create_task(self._sync(stream))
-        self.manager.track(task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _sync(self, stream: Stream) -> None:
         try:
