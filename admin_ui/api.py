@@ -25,10 +25,12 @@ from admin_ui.schemas import (
     Me,
     Overview,
     RoomDetail,
+    RoomHistory,
     RoomPage,
     SendRequest,
 )
 from admin_ui.security import SecureRoute
+from wsplugin.history import NoHistory
 
 T = TypeVar("T")
 TAGS: list[str | Any] = ["wsplugin admin"]
@@ -93,6 +95,26 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
         if detail is None:
             raise HTTPException(404, "no such room")
         return detail
+
+    @router.get(**read_route("/rooms/{room}/history", RoomHistory, dependencies=seen,
+                            responses=NOT_FOUND))
+    async def room_history(
+        room: Annotated[str, RoomName], since: int | None = Query(None, ge=0),
+        limit: int = Query(50, ge=0, le=1000),
+    ) -> dict[str, Any]:
+        """A history room's stored messages (after ``since``, or the newest ``limit``) and
+        its position; 404 for a room without history."""
+        history = getattr(ctx.manager, "history", None)  # ManagerLike does not require it
+        if history is None:
+            raise HTTPException(404, "this manager keeps no history")
+        try:
+            page = await history(room, since=since, limit=limit)
+        except NoHistory as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ValueError as exc:  # a bad room name
+            raise HTTPException(422, str(exc)) from None
+        result: dict[str, Any] = page.to_dict()
+        return result
 
     @router.get(**read_route("/events", list[EventItem], dependencies=seen))
     async def events(limit: int = Limit) -> list[dict[str, Any]]:

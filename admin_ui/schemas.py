@@ -118,3 +118,18 @@ class KickRequest(BaseModel):
 class ActionResult(BaseModel):
     ok: bool
     delivered: int | None = None
+
+
+class HistoryItem(BaseModel):
+    offset: int
+    data: Any
+    sender: str | None
+
+
+class RoomHistory(BaseModel):
+    """A history room's stored messages, oldest first, and its position (issue 11)."""
+
+    room: str
+    epoch: str = Field(description="Changes whenever the storage lost the stream")
+    offset: int = Field(description="Offset of the newest message (0: none yet)")
+    messages: list[HistoryItem]

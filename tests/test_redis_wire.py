@@ -72,3 +72,17 @@ def test_publisher_is_read_without_decoding_the_frame() -> None:
     assert wire.room_message_node(data) == b"node42"
     with pytest.raises(wire.WireError):
         wire.room_message_node(b"\x00")
+
+
+def test_history_room_message_head_and_tail() -> None:
+    head = wire.encode_stream_head("node1", frozenset({"c2", "c1"}))
+    data = head + b'abcd1234 42 {"type":"message","offset":42}'
+    assert wire.is_stream_message(data)
+    assert not wire.is_stream_message(wire.encode_room_message("n", "x", frozenset()))
+    assert wire.room_message_node(data) == b"node1"
+    message = wire.decode_stream_message(data)
+    assert (message.node, message.exclude, message.epoch, message.offset) == (
+        "node1", frozenset({"c1", "c2"}), "abcd1234", 42)
+    assert message.frame == '{"type":"message","offset":42}'
+    with pytest.raises(wire.WireError):
+        wire.decode_stream_message(head + b"abcd1234")

@@ -5,6 +5,7 @@ from wsplugin.config import Settings
 from wsplugin.connection import Connection
 from wsplugin.dependencies import WSManager, get_ws_manager
 from wsplugin.events import Event, EventBus
+from wsplugin.history import History, HistoryMessage, HistoryPage, NoHistory, Position
 from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
@@ -19,6 +20,11 @@ __all__ = [
     "ConnectionInfo",
     "Event",
     "EventBus",
+    "History",
+    "HistoryMessage",
+    "HistoryPage",
+    "NoHistory",
+    "Position",
     "Settings",
     "UserConnection",
     "WSManager",

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from wsplugin.history import History, normalise_history, parse_history_env
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 SlowConsumerPolicy = Literal["close", "drop_oldest"]
@@ -48,6 +49,8 @@ class Settings:
     redis_prefix: str = "wsplugin"
     registry_ttl: float = 15.0
     fast_path: bool | Literal["auto"] = "auto"
+    history: Mapping[str, History] = field(default_factory=dict)
+    recovery_max_messages: int = 300
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -110,6 +113,8 @@ _ENV_PARSERS: dict[str, Any] = {
     "redis_prefix": str,
     "registry_ttl": float,
     "fast_path": _parse_fast_path,
+    "history": parse_history_env,
+    "recovery_max_messages": int,
 }
 
 
@@ -148,6 +153,8 @@ def build_settings(
     for name in ("forwarded_allow_ips", "client_publish"):
         if name in values:
             values[name] = _as_tuple(values[name])
+    if "history" in values:
+        values["history"] = normalise_history(values["history"])
     if isinstance(values.get("rate_limit"), list):
         values["rate_limit"] = tuple(values["rate_limit"])
     settings = Settings(**values)
@@ -197,7 +204,7 @@ def validate(s: Settings) -> None:
         value = getattr(s, hook)
         _require(value is None or callable(value), f"{hook} must be callable or None")
     for name in ("max_message_bytes", "max_queue_messages", "max_queue_bytes",
-                 "max_rooms_per_connection"):
+                 "max_rooms_per_connection", "recovery_max_messages"):
         _require(_is_positive_int(getattr(s, name)),
                  f"{name} must be a positive integer, got {getattr(s, name)!r}")
     _require(s.slow_consumer in ("close", "drop_oldest"),

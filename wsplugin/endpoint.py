@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
+from wsplugin._endpoint_history import client_publish, join_room, join_url_room
 from wsplugin._shutdown import abandon_later, going_away
 from wsplugin._utils import maybe_await
 from wsplugin.config import Settings
@@ -84,9 +85,9 @@ class ManagedEndpoint:
         coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
         conn = open_connection(self.manager, websocket, send, receive, identity=identity,
                                coalesce=coalesce)
-        conn.deliver_text(reply("welcome", connection_id=conn.id, rooms=[room]))
         try:
-            await self.manager.join_local(conn, room)
+            # welcome first, then join (issue 11: a history room's position and recovery)
+            await join_url_room(self.manager, conn, room, websocket.query_params)
             await self._read_loop(conn, room)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
             await going_away(conn, websocket.scope)
@@ -147,7 +148,7 @@ class ManagedEndpoint:
             data = await self._run_hook(hook, conn, room, data)
         exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
         try:
-            await self.manager.publish(room, data, exclude=exclude, sender=conn.id, wait=False)
+            await client_publish(self.manager, conn, room, data, exclude, command.get("id"))
         except p.UnencodableData as exc:  # what the on_message hook returned
             logger.warning("wsplugin: on_message returned a value that cannot be sent: %s", exc)
             raise ProtocolError(p.BAD_REQUEST, str(exc)) from None
@@ -169,8 +170,7 @@ class ManagedEndpoint:
                                     f"{settings.max_rooms_per_connection} rooms per connection")
             if not await self._authorized(conn, room):
                 raise ProtocolError(p.FORBIDDEN, f"not allowed to join {room!r}")
-            await self.manager.join_local(conn, room)
-        conn.deliver_text(reply("joined", command.get("id"), room=room))
+        await join_room(self.manager, conn, room, command)  # joined (+ position: issue 11)
 
     async def _authorized(self, conn: Connection, room: str) -> bool:
         hook = self.manager.settings.authorize

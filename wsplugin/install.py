@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from wsplugin._fastpath import capture_server_send
 from wsplugin.config import _UNSET, SlowConsumerPolicy, build_settings
 from wsplugin.endpoint import ManagedEndpoint
+from wsplugin.history import History
 from wsplugin.manager import WebSocketManager
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
@@ -48,6 +49,8 @@ def install_ws_manager(
     redis_prefix: str = _UNSET,
     registry_ttl: float = _UNSET,
     fast_path: bool | Literal["auto"] = _UNSET,
+    history: Mapping[str, History | Mapping[str, float]] | None = _UNSET,
+    recovery_max_messages: int = _UNSET,
 ) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
@@ -58,8 +61,9 @@ def install_ws_manager(
     ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
     ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
     ``registry_ttl=15``, ``fast_path="auto"`` (``False``: every frame through the ASGI
-    ``send``, see :mod:`wsplugin.writer`). Bad values raise ``ValueError`` here, not at
-    the first connection.
+    ``send``, see :mod:`wsplugin.writer`), ``history={}`` (room pattern ->
+    ``History(size, ttl)``, see docs/history.md), ``recovery_max_messages=300``. Bad values
+    raise ``ValueError`` here, not at the first connection.
 
     ``client_publish=False``: a client's ``publish`` is refused (error ``forbidden``) unless
     an ``on_message`` hook is set, which then decides; ``True`` lets every member publish; a

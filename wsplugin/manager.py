@@ -26,9 +26,11 @@ from wsplugin.connection import (
     text_message,
 )
 from wsplugin.events import EventBus
+from wsplugin.history import HistoryPage
 from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, UnencodableData, check_room, message_frame, reply
+from wsplugin.streams import Streams
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_route import UserConnection
 from wsplugin.workers import warn_if_memory_shared
@@ -92,6 +94,7 @@ class WebSocketManager:
         self._last_publish_warning = 0.0
         self._on_publish_error = self._publish_failed  # bound once: publish is a hot path
         self._flush_queue: list[Connection] = []
+        self.streams = Streams(self)  # history rooms (issue 11): wsplugin/streams.py
 
     @property
     def node_id(self) -> str:
@@ -107,6 +110,7 @@ class WebSocketManager:
         self._stopping = False
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
+        self.streams.start()  # history rooms (issue 11)
         await self.broker.start(self)
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
@@ -125,6 +129,7 @@ class WebSocketManager:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
+        await self.streams.stop()  # history rooms (issue 11)
         await self.broker.stop()
         self._started = False
 
@@ -282,6 +287,7 @@ class WebSocketManager:
             "dropped": c.dropped,
             "slow_closes": c.slow_closes,
             "publish_errors": c.publish_errors,
+            **self.streams.stats(),  # history rooms (issue 11): resets, gaps filled...
         }
 
     def room_stats(self) -> dict[str, dict[str, int]]:
@@ -312,6 +318,8 @@ class WebSocketManager:
         waiting for the broker's answer; a failure is counted in ``publish_errors`` all
         the same.
         """
+        if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
+            return await self.streams.publish(room, spec, data, exclude, sender)
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
         others = exclude or _NO_ONE
@@ -374,6 +382,9 @@ class WebSocketManager:
         if op == "join":
             if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_connection:
                 return False
+            if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
+                await self.streams.join(conn, room, spec, {"type": "joined", "room": room}, None)
+                return True
             if await self.join_local(conn, room):
                 conn.deliver_text(reply("joined", room=room))
             return True
@@ -443,6 +454,15 @@ class WebSocketManager:
         health["node"] = self.node_id
         health["connections"] = len(self.hub.connections)
         return health
+
+    # ------------------------------------------------------------------ history (issue 11)
+    async def history(
+        self, room: str, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """The stored messages of a history room (after offset ``since``, or the newest
+        ``limit``), oldest first, and the room's position. ``ValueError`` for a plain room."""
+        check_room_arg(room)
+        return await self.streams.history(room, since, limit)
 
 
 def check_room_arg(room: object) -> str:

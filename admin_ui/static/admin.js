@@ -188,6 +188,28 @@
       return tr;
     });
     $("room-members").tBodies[0].replaceChildren(...rows);
+    await loadRoomHistory(name);
+  }
+
+  // A history room (issue 11): its position and newest messages; hidden for other rooms.
+  async function loadRoomHistory(name) {
+    let page;
+    try {
+      page = await api("GET", "/rooms/" + encodeURIComponent(name) + "/history?limit=10");
+    } catch (e) {
+      $("room-history").hidden = true;
+      return;
+    }
+    $("room-history").hidden = false;
+    $("room-history-position").textContent = `epoch ${page.epoch} · offset ${number(page.offset)}`;
+    const rows = page.messages.slice().reverse().map((m) => {
+      const tr = document.createElement("tr");
+      cell(tr, number(m.offset)).className = "num";
+      cell(tr, m.sender || "server").className = "mono";
+      cell(tr, JSON.stringify(m.data)).className = "mono";
+      return tr;
+    });
+    $("room-history-table").tBodies[0].replaceChildren(...rows);
   }
 
   // ---------- event and audit logs ----------

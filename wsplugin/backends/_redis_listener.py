@@ -24,6 +24,7 @@ logger = logging.getLogger("wsplugin.redis")
 
 MessageCallback = Callable[[str, bytes], None]
 ConnectedCallback = Callable[[int], Awaitable[None]]
+SubscribedCallback = Callable[[str], None]
 
 
 class Backoff:
@@ -56,10 +57,12 @@ class Listener:
         *,
         backoff: Backoff | None = None,
         poll_interval: float = 0.5,
+        on_subscribed: SubscribedCallback | None = None,
     ) -> None:
         self.client = client
         self.on_message = on_message
         self.on_connected = on_connected
+        self.on_subscribed = on_subscribed  # Redis confirmed a SUBSCRIBE: the channel is live
         self.backoff = backoff or Backoff()
         self.poll_interval = poll_interval
         self.wanted: set[str] = set()
@@ -176,13 +179,19 @@ class Listener:
                 logger.warning("redis pub/sub repair requested; reconnecting")
                 return
             message: Any = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=self.poll_interval
+                ignore_subscribe_messages=False, timeout=self.poll_interval
             )
-            if message is None or message.get("type") != "message":
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind != "message" and not (kind == "subscribe" and self.on_subscribed):
                 continue
             channel = message["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
-            self.on_message(name, message["data"])
+            if kind == "message":
+                self.on_message(name, message["data"])
+            elif self.on_subscribed is not None:
+                self.on_subscribed(name)
 
 
 async def _close(pubsub: PubSub) -> None:

@@ -4,6 +4,10 @@ Concurrent publishes queue up while the previous pipeline is in flight and go ou
 in the next one: one round trip carries many messages, and messages leave a node in the
 order they were published. Nothing is buffered without bound: beyond ``max_pending``
 messages, or while the breaker is open after a failure, ``publish`` raises at once.
+
+Script calls (a history room's publish, issue 11) travel in the same pipeline, so they keep
+their order with every other publish of the node; the scripts are loaded on each new
+connection, so ``EVALSHA`` finds them after a Redis restart.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from redis.exceptions import RedisError
 
 from wsplugin.backends.base import BrokerError
 
-_Item = tuple[str, bytes, asyncio.Future[int]]
+_Item = tuple[tuple[Any, ...], asyncio.Future[Any]]
 
 
 class Publisher:
@@ -45,6 +49,7 @@ class Publisher:
         self._open_until = 0.0  # breaker: fail at once until this monotonic time
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None  # the writer's own connection, taken from the pool
+        self.scripts: list[str] = []  # Lua sources loaded on every new connection
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="wsplugin-redis-publisher")
@@ -61,12 +66,23 @@ class Publisher:
 
     async def publish(self, channel: str, payload: bytes) -> int:
         """PUBLISH and return the number of subscribers that got it; BrokerError if not sent."""
-        future = self._enqueue(channel, payload)
+        return int(await self.execute(("PUBLISH", channel, payload)))
+
+    async def execute(self, command: tuple[Any, ...]) -> Any:
+        """Run one command in the node's publish order; its reply, or BrokerError."""
+        future = self._enqueue(command)
         try:
             async with asyncio.timeout(self.timeout * 2):
                 return await future  # a timeout cancels it: the writer then skips it
         except TimeoutError:
             raise BrokerError("redis publish timed out") from None
+
+    def execute_nowait(
+        self, command: tuple[Any, ...], on_done: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        """Queue one command; ``on_done(reply, error)`` hears how it ended."""
+        future = self._enqueue(command)
+        future.add_done_callback(lambda done: _finish(done, on_done))
 
     def publish_nowait(
         self, channel: str, payload: bytes, on_error: Callable[[BaseException], None]
@@ -76,10 +92,10 @@ class Publisher:
         Raises BrokerError at once, like :meth:`publish`, when the breaker is open or too
         many publishes wait. Order is kept with every other publish of this node.
         """
-        future = self._enqueue(channel, payload)
+        future = self._enqueue(("PUBLISH", channel, payload))
         future.add_done_callback(lambda done: _report(done, on_error))
 
-    def _enqueue(self, channel: str, payload: bytes) -> asyncio.Future[int]:
+    def _enqueue(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self._task is None:
             raise BrokerError("redis broker is not running")
         if time.monotonic() < self._open_until:
@@ -88,8 +104,8 @@ class Publisher:
         if len(self._pending) >= self.max_pending:
             self.errors += 1
             raise BrokerError("too many publishes in flight")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((channel, payload, future))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((command, future))
         self._wakeup.set()
         return future
 
@@ -117,18 +133,19 @@ class Publisher:
             return
         self.batches += 1
         self.published += len(batch)
-        for (_, _, future), count in zip(batch, counts, strict=True):
+        for (_, future), result in zip(batch, counts, strict=True):
             if not future.done():
-                future.set_result(int(count))
+                future.set_result(result)
 
     async def _send(self, batch: list[_Item]) -> list[Any]:
-        """PUBLISH every item on the writer's own connection: one write, then the replies."""
+        """Send every item on the writer's own connection: one write, then the replies."""
         if self._conn is None:
             self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            for script in self.scripts:
+                await self._conn.send_command("SCRIPT", "LOAD", script)
+                await self._conn.read_response()
         conn = self._conn
-        packed = conn.pack_commands(
-            [("PUBLISH", channel, payload) for channel, payload, _ in batch]
-        )
+        packed = conn.pack_commands([command for command, _ in batch])
         await conn.send_packed_command(packed, check_health=False)
         replies = [await conn.read_response() for _ in batch]
         for reply in replies:
@@ -145,13 +162,23 @@ class Publisher:
                 await self.client.connection_pool.release(conn)
 
     def _fail(self, items: list[_Item], error: BrokerError) -> None:
-        for _, _, future in items:
+        for _, future in items:
             if not future.done():
                 self.errors += 1
                 future.set_exception(error)
 
 
-def _report(future: asyncio.Future[int], on_error: Callable[[BaseException], None]) -> None:
+def _finish(
+    future: asyncio.Future[Any], on_done: Callable[[Any, BaseException | None], None]
+) -> None:
+    if future.cancelled():
+        on_done(None, BrokerError("redis publish timed out"))
+        return
+    error = future.exception()
+    on_done(None if error is not None else future.result(), error)
+
+
+def _report(future: asyncio.Future[Any], on_error: Callable[[BaseException], None]) -> None:
     if future.cancelled():
         return
     error = future.exception()

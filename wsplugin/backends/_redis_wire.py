@@ -4,6 +4,8 @@ Every payload is a list of length-prefixed fields (4-byte big-endian length, the
 so ids and frames never need escaping. The first field says what the payload is:
 
 - room message: ``t``/``b`` (text or binary frame), node id, frame, excluded ids...
+- history room message: ``h``, node id, excluded ids joined by ``,``, then (not length
+  prefixed: appended by the publish script) ``<epoch> <offset> <frame>``
 - command request: ``Q``, reply-to node, request id, op, connection id, room, reason,
   frame kind (``t``/``b``/``-``), frame
 - command reply: ``R``, request id, ``1``/``0``
@@ -105,6 +107,56 @@ def decode_room_message(data: bytes) -> RoomMessage:
     assert frame is not None
     exclude = frozenset(x.decode() for x in fields[3:])
     return RoomMessage(fields[1].decode(), frame, exclude)
+
+
+STREAM = b"h"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    node: str
+    exclude: frozenset[str]
+    epoch: str
+    offset: int
+    frame: str
+
+
+def is_stream_message(data: bytes) -> bool:
+    """A history room's message (its first field is ``h``), told apart without decoding."""
+    return data[4:5] == STREAM
+
+
+def encode_stream_head(node: str, exclude: frozenset[str]) -> bytes:
+    """What the publish script puts before ``<epoch> <offset> <frame>``."""
+    return pack(STREAM, node.encode(), ",".join(sorted(exclude)).encode())
+
+
+def decode_stream_message(data: bytes) -> StreamMessage:
+    fields, end = _take(data, 3)
+    if fields[0] != STREAM:
+        raise WireError("not a history room message")
+    try:
+        epoch, offset, frame = data[end:].split(b" ", 2)
+        number = int(offset)
+    except ValueError:
+        raise WireError("truncated history room message") from None
+    exclude = frozenset(x for x in fields[2].decode().split(",") if x)
+    return StreamMessage(fields[1].decode(), exclude, epoch.decode(), number, frame.decode())
+
+
+def _take(data: bytes, count: int) -> tuple[list[bytes], int]:
+    """The first ``count`` length-prefixed fields and where they end."""
+    fields: list[bytes] = []
+    pos = 0
+    for _ in range(count):
+        if pos + 4 > len(data):
+            raise WireError("truncated length")
+        (size,) = _LEN.unpack_from(data, pos)
+        fields.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    if pos > len(data):
+        raise WireError("truncated field")
+    return fields, pos
 
 
 @dataclass(frozen=True, slots=True)

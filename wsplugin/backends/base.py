@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from wsplugin.backends._history import HistoryStore
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -170,6 +171,10 @@ class Broker(abc.ABC):
 
         Remote events keep their ``node``; local listeners (the admin) see the whole cluster.
         """
+        return None
+
+    def history_store(self) -> HistoryStore | None:
+        """The store of history rooms (issue 11, see docs/history.md); None: not supported."""
         return None
 
     @abc.abstractmethod

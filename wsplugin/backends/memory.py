@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from wsplugin.backends._history import HistoryStore, MemoryHistory
 from wsplugin.backends.base import Broker, BrokerHandler, Command, LocalConnection
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -23,6 +24,10 @@ class MemoryBroker(Broker):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.node_id = uuid.uuid4().hex[:12]
+        self._history = MemoryHistory()  # a new epoch per process start
+
+    def history_store(self) -> HistoryStore:
+        return self._history
 
     async def start(self, handler: BrokerHandler) -> None:
         return None

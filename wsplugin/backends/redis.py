@@ -26,7 +26,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from wsplugin.backends import _redis_wire as wire
+from wsplugin.backends._history import HistoryStore
 from wsplugin.backends._redis_events import EventRelay
+from wsplugin.backends._redis_history import RedisHistory
 from wsplugin.backends._redis_keys import Keys
 from wsplugin.backends._redis_listener import Backoff, Listener
 from wsplugin.backends._redis_publisher import Publisher
@@ -98,6 +100,7 @@ class RedisBroker(Broker):
             self._on_message,
             self._on_connected,
             backoff=Backoff(0.1, reconnect_max_delay),
+            on_subscribed=self._on_subscribed,
         )
         self.rpc = Rpc(self.node_id, self.publisher.publish, self.keys.control, command_timeout)
         self.relay = EventRelay(self.node_id, self.keys.events, self.publisher.publish)
@@ -105,6 +108,7 @@ class RedisBroker(Broker):
             ("received", "delivered", "own_echoes", "bad_messages", "reconnects", "deaf_repairs"), 0
         )
         self._control = self.keys.control(self.node_id)
+        self.history = RedisHistory(self)  # history rooms (issue 11)
         self._handler: BrokerHandler | None = None
         self._local: dict[str, tuple[str, ...]] = {}  # connection id -> rooms as registered
         self._registry_lock = asyncio.Lock()
@@ -202,6 +206,15 @@ class RedisBroker(Broker):
     async def unsubscribe(self, room: str) -> None:
         if room != ALL_ROOMS:
             await self.listener.discard([self.keys.room(room)])
+            self.history.on_unsubscribed(room)
+
+    def history_store(self) -> HistoryStore:
+        return self.history
+
+    def _on_subscribed(self, channel: str) -> None:
+        room = self.keys.room_of(channel)
+        if room is not None and room != ALL_ROOMS:
+            self.history.on_subscribed(room)  # live (again): look for missed messages
 
     def _on_message(self, channel: str, data: bytes) -> None:
         try:
@@ -217,6 +230,10 @@ class RedisBroker(Broker):
             logger.exception("cannot handle a message on %s", channel)
 
     def _on_room_message(self, room: str, data: bytes) -> None:
+        if wire.is_stream_message(data):  # a history room: in offset order, own echoes too
+            self.counters["received"] += 1
+            self.history.on_payload(room, data)
+            return
         if wire.room_message_node(data) == self._node_bytes:
             self.counters["own_echoes"] += 1
             return

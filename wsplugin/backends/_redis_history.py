@@ -1,0 +1,170 @@
+"""History rooms on Redis (issue 11): one atomic script per publish, ``XRANGE`` to read.
+
+Per room, two keys sharing the Redis Cluster hash tag ``{room}``:
+
+- ``{prefix}:hist:{room}:meta``: hash ``epoch``, ``offset`` (the top), kept ``meta_ttl``;
+- ``{prefix}:hist:{room}:stream``: a stream of the last ``size`` messages, entry id
+  ``<offset>-0``, fields ``f`` (the frame) and ``x`` (excluded connection ids), kept ``ttl``
+  after the last publish.
+
+The publish script assigns the offset (``HINCRBY``), stores the message and PUBLISHes it on
+the room channel in one step, so the order of a room's messages on pub/sub is their offset
+order on every node. A lost ``meta`` (flushed, evicted, expired) is a new epoch, and the
+stream of the old one is deleted with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from wsplugin.backends import _redis_wire as wire
+from wsplugin.backends._history import Entry, HistoryStore, PublishDone, new_epoch
+from wsplugin.backends.base import BrokerError
+from wsplugin.history import History, Position
+
+if TYPE_CHECKING:
+    from wsplugin.backends.redis import RedisBroker
+
+# KEYS: meta, stream. ARGV: channel, frame head, wire head, size, ttl ms, meta ttl ms,
+# new epoch, excluded ids.
+PUBLISH_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local frame = ARGV[2] .. ',"offset":' .. offset .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'f', frame, 'x', ARGV[8])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[1], ARGV[3] .. epoch .. ' ' .. offset .. ' ' .. frame)
+return {offset, epoch}
+"""
+
+# KEYS: meta, stream. ARGV: since (or '' for the newest), limit, new epoch, meta ttl ms.
+READ_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+local top = redis.call('HGET', KEYS[1], 'offset') or '0'
+local limit = tonumber(ARGV[2])
+local entries = {}
+if limit > 0 then
+  if ARGV[1] == '' then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  else
+    entries = redis.call('XRANGE', KEYS[2], tostring(tonumber(ARGV[1]) + 1), '+',
+                         'COUNT', limit)
+  end
+end
+return {epoch, top, entries}
+"""
+
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisHistory(HistoryStore):
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.prefix = broker.keys.prefix
+        self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
+        broker.publisher.scripts.append(PUBLISH_LUA)
+        self._read_script = broker.client.register_script(READ_LUA)
+
+    def keys(self, room: str) -> tuple[str, str]:
+        base = f"{self.prefix}:hist:{{{room}}}"
+        return f"{base}:meta", f"{base}:stream"
+
+    def _publish_command(
+        self, room: str, head: str, exclude: frozenset[str], spec: History
+    ) -> tuple[Any, ...]:
+        meta, stream = self.keys(room)
+        return (
+            "EVALSHA", self._publish_sha, 2, meta, stream, self.broker.keys.room(room), head,
+            wire.encode_stream_head(self.broker.node_id, exclude), spec.size, _ms(spec.ttl),
+            _ms(spec.meta_ttl), new_epoch(), ",".join(sorted(exclude)),
+        )
+
+    async def publish(
+        self, room: str, head: str, exclude: frozenset[str], spec: History
+    ) -> Position:
+        result = await self.broker.publisher.execute(
+            self._publish_command(room, head, exclude, spec)
+        )
+        return _position(result)
+
+    def publish_nowait(
+        self, room: str, head: str, exclude: frozenset[str], spec: History, on_done: PublishDone
+    ) -> None:
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                on_done(None, error)
+            else:
+                on_done(_position(result), None)
+
+        self.broker.publisher.execute_nowait(
+            self._publish_command(room, head, exclude, spec), done
+        )
+
+    async def read(
+        self, room: str, since: int | None, limit: int, spec: History
+    ) -> tuple[Position, list[Entry]]:
+        args = ["" if since is None else since, limit, new_epoch(), _ms(spec.meta_ttl)]
+        try:
+            async with asyncio.timeout(self.broker.publisher.timeout * 2):
+                result = await self._read_script(keys=list(self.keys(room)), args=args)
+        except _FAILURES as exc:
+            raise BrokerError(f"redis history read failed: {exc!r}") from None
+        epoch, top, raw = result
+        entries = [_entry(item) for item in raw]
+        if since is None:
+            entries.reverse()
+        return Position(_text(epoch), int(top)), entries
+
+    # from the broker's pub/sub ----------------------------------------------------------
+    def on_payload(self, room: str, data: bytes) -> None:
+        message = wire.decode_stream_message(data)
+        if self.sink is not None:
+            self.sink.on_stream_message(
+                room, message.epoch, message.offset, message.frame, message.exclude
+            )
+
+    def on_subscribed(self, room: str) -> None:
+        if self.sink is not None:
+            self.sink.on_stream_subscribed(room)
+
+    def on_unsubscribed(self, room: str) -> None:
+        if self.sink is not None:
+            self.sink.on_stream_unsubscribed(room)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _position(result: Any) -> Position:
+    offset, epoch = result
+    return Position(_text(epoch), int(offset))
+
+
+def _entry(item: Any) -> Entry:
+    entry_id, fields = item
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    offset = int(_text(entry_id).partition("-")[0])
+    excluded = _text(values.get(b"x", b""))
+    return offset, _text(values[b"f"]), frozenset(x for x in excluded.split(",") if x)

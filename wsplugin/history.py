@@ -1,0 +1,146 @@
+"""History rooms: which rooms keep their recent messages, and the public types of a stream.
+
+A room whose name matches a pattern of the ``history`` setting keeps its last ``size``
+messages for ``ttl`` seconds after the last publish. Each of its messages carries an
+``offset`` (1, 2, 3... cluster-wide, gap-free) within an ``epoch`` (a random string that
+changes whenever the storage lost the stream). ``(epoch, offset)`` is a client's position.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wsplugin.types import JSON
+
+META_TTL = 30 * 86400
+"""Seconds a stream's epoch and top offset outlive its messages, so a position stays checkable."""
+
+_CACHE_LIMIT = 10_000
+
+
+class NoHistory(ValueError):
+    """The room keeps no history (no pattern of the ``history`` setting matches it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Keep the last ``size`` messages of a room, for ``ttl`` seconds after its last publish."""
+
+    size: int = 100
+    ttl: float = 300.0
+    meta_ttl: float = META_TTL
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, int) and not isinstance(self.size, bool) and self.size > 0):
+            raise ValueError(f"History.size must be a positive integer, got {self.size!r}")
+        for name in ("ttl", "meta_ttl"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"History.{name} must be a positive number of seconds, "
+                                 f"got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a room's stream is: its ``epoch`` and the ``offset`` of its newest message."""
+
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    """One stored message: its offset and the ``message`` frame as clients received it."""
+
+    offset: int
+    frame: str
+
+    @property
+    def data(self) -> JSON:
+        return json.loads(self.frame)["data"]
+
+    @property
+    def sender(self) -> str | None:
+        sender: str | None = json.loads(self.frame)["sender"]
+        return sender
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """What :meth:`WebSocketManager.history` returns: stored messages (oldest first) and
+    the position they were read at."""
+
+    room: str
+    position: Position
+    messages: tuple[HistoryMessage, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room": self.room,
+            "epoch": self.position.epoch,
+            "offset": self.position.offset,
+            "messages": [
+                {"offset": m.offset, "data": m.data, "sender": m.sender} for m in self.messages
+            ],
+        }
+
+
+class HistoryRules:
+    """Room name -> :class:`History` (or None), by glob pattern; cached per room name."""
+
+    __slots__ = ("_cache", "patterns")
+
+    def __init__(self, patterns: Mapping[str, History]) -> None:
+        self.patterns = dict(patterns)
+        self._cache: dict[str, History | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def get(self, room: str) -> History | None:
+        """The history of ``room``: the first matching pattern, in the order given."""
+        try:
+            return self._cache[room]
+        except KeyError:
+            pass
+        spec = next((h for p, h in self.patterns.items() if fnmatch.fnmatchcase(room, p)), None)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[room] = spec
+        return spec
+
+
+def normalise_history(value: Any) -> dict[str, History]:
+    """``{"orders-*": History(...)}``, or the same with dicts (``{"size": 100, "ttl": 300}``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("history must map room patterns to History(size=..., ttl=...)")
+    rules: dict[str, History] = {}
+    for pattern, spec in value.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"history patterns must be non-empty strings, got {pattern!r}")
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"size", "ttl", "meta_ttl"}
+            if unknown:
+                raise ValueError(f"history[{pattern!r}]: unknown field(s) {sorted(unknown)}")
+            spec = History(**spec)
+        if not isinstance(spec, History):
+            raise ValueError(f"history[{pattern!r}] must be History(...) or a dict, got {spec!r}")
+        rules[pattern] = spec
+    return rules
+
+
+def parse_history_env(raw: str) -> dict[str, History]:
+    """``WSPLUGIN_HISTORY``: JSON, e.g. ``{"orders-*": {"size": 100, "ttl": 300}}``."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    return normalise_history(value)

@@ -1,0 +1,491 @@
+"""History rooms on one node: offset order, gap repair, recovery of a joining client.
+
+Every stored message of a history room reaches :meth:`Streams.on_stream_message` (from the
+store: at once in memory, through the room's pub/sub channel with Redis, the publishing
+node included). Per room, a :class:`Stream` delivers them to the local members in offset
+order, exactly once: a duplicate is dropped, a message after a gap waits while the gap is
+read from history; a gap that history cannot fill becomes a ``reset`` frame.
+
+A connection that joins a history room is first a :class:`Joiner`: it is a hub member but
+the hub skips it, and the stream buffers what it would have received. Its reply
+(``welcome``/``joined``, with the position and, on a recovery, ``recovered``) goes out
+first, then the recovered messages, then the buffered ones after that position: no gap,
+no duplicate. Then it is an ordinary member again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from wsplugin.backends._history import Entry, HistoryStore
+from wsplugin.backends.base import BrokerError
+from wsplugin.connection import text_message
+from wsplugin.history import (
+    History,
+    HistoryMessage,
+    HistoryPage,
+    HistoryRules,
+    NoHistory,
+    Position,
+)
+from wsplugin.protocol import UnencodableData, encode_json, error_frame, message_frame, reply
+from wsplugin.types import ASGIMessage, Data
+
+if TYPE_CHECKING:
+    from wsplugin.connection import Connection
+    from wsplugin.manager import WebSocketManager
+
+logger = logging.getLogger("wsplugin")
+
+PUBLISH_FAILED = "publish_failed"
+"""The ``error`` code of a client publish to a history room that was not stored."""
+
+READY_TIMEOUT = 3.0
+"""Seconds a join waits for the room's position before answering without one."""
+
+FILL_BATCH = 1000
+MAX_PENDING = 10_000
+RETRY_DELAY = 1.0
+
+_NONE: frozenset[str] = frozenset()
+
+
+def message_head(room: str, data: Data, sender: str | None) -> str:
+    """The ``message`` frame without its closing brace; the store appends the offset."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise UnencodableData(f"room {room!r} keeps history: its messages must be JSON, "
+                              "not bytes")
+    try:
+        frame = message_frame(room, data, sender)
+        frame.encode()  # UnicodeEncodeError: a lone surrogate
+    except (TypeError, ValueError) as exc:
+        raise UnencodableData(f"data must be JSON-serialisable: {exc}") from None
+    return frame[:-1]
+
+
+class Joiner:
+    """A member whose reply is not sent yet (or that still catches up with the stream)."""
+
+    __slots__ = ("conn", "epoch", "items", "sent", "waiting")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.waiting = True
+        self.epoch: str | None = None
+        self.sent = 0
+        self.items: list[tuple[str, int, ASGIMessage | None, int, frozenset[str]]] = []
+
+    def offer(self, epoch: str, offset: int, message: ASGIMessage, size: int,
+              exclude: frozenset[str]) -> None:
+        if self.waiting:
+            self.items.append((epoch, offset, message, size, exclude))
+        elif epoch == self.epoch and offset > self.sent:
+            self.sent = offset
+            if self.conn.id not in exclude:
+                self.conn.deliver(message, size)
+
+    def offer_reset(self, epoch: str, offset: int, room: str) -> None:
+        if self.waiting:
+            self.items.append((epoch, offset, None, 0, _NONE))
+        elif epoch != self.epoch or offset > self.sent:
+            self.epoch, self.sent = epoch, offset
+            self.conn.deliver_text(reset_frame(room, epoch, offset))
+
+    def caught_up(self, stream: Stream) -> bool:
+        return stream.room not in self.conn.rooms or (
+            self.epoch is not None and self.epoch == stream.epoch and self.sent >= stream.last
+        )
+
+    def start(self, epoch: str | None, sent: int, room: str) -> None:
+        """The reply went out at (``epoch``, ``sent``): send what was buffered after it."""
+        self.waiting = False
+        self.epoch, self.sent = epoch, sent
+        items, self.items = self.items, []
+        for item_epoch, offset, message, size, exclude in items:
+            if message is None:
+                self.offer_reset(item_epoch, offset, room)
+            else:
+                self.offer(item_epoch, offset, message, size, exclude)
+
+
+def reset_frame(room: str, epoch: str, offset: int) -> str:
+    return reply("reset", room=room, epoch=epoch, offset=offset)
+
+
+class Stream:
+    """One history room on this node: the last offset delivered, and what waits."""
+
+    __slots__ = ("acks", "again", "busy", "epoch", "joiners", "last", "pending", "ready",
+                 "room", "spec")
+
+    def __init__(self, room: str, spec: History) -> None:
+        self.room = room
+        self.spec = spec
+        self.epoch: str | None = None  # None until the position was read
+        self.last = 0
+        self.ready = asyncio.Event()
+        self.pending: dict[int, tuple[str, str, frozenset[str]]] = {}
+        self.joiners: dict[str, Joiner] = {}
+        self.acks: dict[int, list[tuple[Connection, str]]] = {}
+        self.busy = False
+        self.again = False
+
+    def position(self) -> Position | None:
+        return None if self.epoch is None else Position(self.epoch, self.last)
+
+
+class Streams:
+    """The history rooms of one manager (node)."""
+
+    def __init__(self, manager: WebSocketManager) -> None:
+        self.manager = manager
+        self.rules = HistoryRules(manager.settings.history)
+        self.active = bool(self.rules)
+        self.max_recovery = manager.settings.recovery_max_messages
+        self.streams: dict[str, Stream] = {}
+        self.store: HistoryStore | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("history_resets", "history_gaps_filled", "history_duplicates",
+             "recoveries", "recoveries_failed"), 0
+        )
+        self._last_failure_log = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        """Cancel the syncs in flight (before the broker closes its connections)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def start(self) -> None:
+        if not self.active:
+            return
+        self.store = self.manager.broker.history_store()
+        if self.store is None:
+            raise RuntimeError(f"the {self.manager.broker.scheme}:// backend has no history; "
+                               "remove the history setting or use memory:// or redis://")
+        self.store.sink = self
+
+    def spec(self, room: str) -> History | None:
+        """The history of ``room`` (one cached dict lookup), None for a plain room."""
+        return self.rules.get(room) if self.active else None
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters) if self.active else {}
+
+    def _store(self) -> HistoryStore:
+        if self.store is None:
+            raise BrokerError("history is not started (the manager is not running)")
+        return self.store
+
+    # ------------------------------------------------------------------ publishing
+    async def publish(self, room: str, spec: History, data: Data,
+                      exclude: frozenset[str] | None, sender: str | None) -> int:
+        """Store and send; raises (and counts) a failure. Returns the local member count."""
+        head = message_head(room, data, sender)
+        try:
+            await self._store().publish(room, head, exclude or _NONE, spec)
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        members = self.manager.hub.rooms.get(room)
+        if members is None:
+            return 0
+        if not exclude:
+            return len(members.members)
+        return sum(1 for cid in members.members if cid not in exclude)
+
+    def publish_from(self, conn: Connection, room: str, spec: History, data: Data,
+                     exclude: frozenset[str] | None, command_id: Any) -> None:
+        """A client's publish: not awaited; ``published`` after its echo, or an error."""
+        head = message_head(room, data, conn.id)
+
+        def done(position: Position | None, error: BaseException | None) -> None:
+            if error is not None or position is None:
+                self._failed(error or BrokerError("no position"))
+                conn.deliver_text(error_frame(PUBLISH_FAILED, "the message was not stored: "
+                                              f"{error!r}", command_id))
+            elif command_id is not None:
+                ack = reply("published", command_id, room=room, offset=position.offset)
+                self._ack(room, position, conn, ack)
+
+        try:
+            self._store().publish_nowait(room, head, exclude or _NONE, spec, done)
+        except Exception as exc:
+            done(None, exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.manager.counters.publish_errors += 1
+        now = time.monotonic()
+        if now - self._last_failure_log > 10:
+            self._last_failure_log = now
+            logger.warning("wsplugin: publish to a history room failed (%r); errors so far: %d",
+                           exc, self.manager.counters.publish_errors)
+
+    def _ack(self, room: str, position: Position, conn: Connection, ack: str) -> None:
+        stream = self.streams.get(room)
+        if stream is None or stream.epoch != position.epoch or stream.last >= position.offset:
+            conn.deliver_text(ack)
+        else:  # the echo is still on its way: the ack follows it
+            stream.acks.setdefault(position.offset, []).append((conn, ack))
+
+    # ------------------------------------------------------------------ joining
+    async def join(self, conn: Connection, room: str, spec: History, head: dict[str, Any],
+                   want: tuple[str, int] | None) -> bool:
+        """Join ``room`` and send ``head`` (welcome/joined) with the position; recover ``want``.
+
+        Returns False if the connection already was a member (``head`` is sent all the same).
+        """
+        stream = self._stream(room, spec)
+        if conn.id in stream.joiners or room in conn.rooms:
+            self._send_head(conn, head, stream.position(), None if want is None else False)
+            return False
+        joiner = stream.joiners[conn.id] = Joiner(conn)
+        try:
+            await self.manager.join_local(conn, room)
+            position = await self._wait_ready(stream)
+            replay: list[Entry] = []
+            recovered: bool | None = None
+            if want is not None:
+                replay, recovered = await self._recover(stream, position, *want)
+        except BaseException:
+            stream.joiners.pop(conn.id, None)  # an ordinary member, if a member at all
+            raise
+        self._send_head(conn, head, position, recovered)
+        for _, frame, _ in replay:
+            conn.deliver_text(frame)
+        joiner.start(None if position is None else position.epoch,
+                     0 if position is None else position.offset, room)
+        self._release(stream)
+        return True
+
+    def _stream(self, room: str, spec: History) -> Stream:
+        stream = self.streams.get(room)
+        if stream is None:
+            stream = self.streams[room] = Stream(room, spec)
+            self._schedule_sync(stream)
+        return stream
+
+    async def _wait_ready(self, stream: Stream) -> Position | None:
+        if not stream.ready.is_set():
+            self._schedule_sync(stream)
+            try:
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await stream.ready.wait()
+            except TimeoutError:
+                return None
+        return stream.position()
+
+    async def _recover(self, stream: Stream, position: Position | None, epoch: str,
+                       offset: int) -> tuple[list[Entry], bool]:
+        """All the messages after (``epoch``, ``offset``) up to ``position``, or none."""
+        entries = await self._recovery_entries(stream, position, epoch, offset)
+        self.counters["recoveries" if entries is not None else "recoveries_failed"] += 1
+        return (entries, True) if entries is not None else ([], False)
+
+    async def _recovery_entries(self, stream: Stream, position: Position | None, epoch: str,
+                                offset: int) -> list[Entry] | None:
+        if position is None or epoch != position.epoch or not 0 <= offset <= position.offset:
+            return None
+        missed = position.offset - offset
+        if missed > self.max_recovery:
+            return None
+        if missed == 0:
+            return []
+        try:
+            read_at, entries = await self._store().read(stream.room, offset, missed, stream.spec)
+        except Exception as exc:
+            logger.info("wsplugin: recovery read of %s failed: %r", stream.room, exc)
+            return None
+        offsets = [entry[0] for entry in entries]
+        if read_at.epoch != epoch or offsets != list(range(offset + 1, position.offset + 1)):
+            return None  # trimmed, expired, or the stream was lost meanwhile
+        return entries
+
+    def _send_head(self, conn: Connection, head: dict[str, Any], position: Position | None,
+                   recovered: bool | None) -> None:
+        frame = dict(head)
+        frame["epoch"] = "" if position is None else position.epoch
+        frame["offset"] = 0 if position is None else position.offset
+        if recovered is not None:
+            frame["recovered"] = recovered
+        conn.deliver_text(encode_json(frame))
+
+    def _release(self, stream: Stream) -> None:
+        """Joiners that caught up become ordinary members; closed ones are forgotten."""
+        for cid, joiner in list(stream.joiners.items()):
+            if joiner.conn.closed or (not joiner.waiting and joiner.caught_up(stream)):
+                del stream.joiners[cid]
+
+    # ------------------------------------------------------------------ history API
+    async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
+        spec = self.spec(room)
+        if spec is None:
+            raise NoHistory(f"room {room!r} keeps no history (see the history setting)")
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be a non-negative integer")
+        position, entries = await self._store().read(room, since, limit, spec)
+        messages = tuple(HistoryMessage(offset, frame) for offset, frame, _ in entries)
+        return HistoryPage(room, position, messages)
+
+    # ------------------------------------------------------------------ from the store
+    def on_stream_message(self, room: str, epoch: str, offset: int, frame: str,
+                          exclude: frozenset[str]) -> None:
+        stream = self.streams.get(room)
+        if stream is None:
+            spec = self.spec(room)
+            if spec is None or room not in self.manager.hub.rooms:
+                return
+            stream = self.streams[room] = Stream(room, spec)  # members joined by other ways
+            stream.epoch, stream.last = epoch, offset - 1
+            stream.ready.set()
+        store = self.store
+        if (store is not None and store.synchronous and not stream.joiners
+                and room not in self.manager.hub.rooms):
+            del self.streams[room]  # nobody here: the store has the position anyway
+            return
+        if stream.epoch is None:
+            self._park(stream, epoch, offset, frame, exclude)
+            return
+        if epoch != stream.epoch:
+            self._reset(stream, epoch, offset - 1)
+        if offset <= stream.last:
+            self.counters["history_duplicates"] += 1
+        elif offset == stream.last + 1:
+            self._deliver(stream, offset, frame, exclude)
+            self._drain(stream)
+        else:
+            self._park(stream, epoch, offset, frame, exclude)
+            self._schedule_sync(stream)
+
+    def on_stream_subscribed(self, room: str) -> None:
+        """The node's subscription to ``room`` is (again) live: check for missed messages."""
+        stream = self.streams.get(room)
+        if stream is not None:
+            self._schedule_sync(stream)
+
+    def on_stream_unsubscribed(self, room: str) -> None:
+        stream = self.streams.get(room)
+        if stream is None:
+            return
+        self._release(stream)  # forget joiners that closed meanwhile
+        if not stream.joiners and room not in self.manager.hub.rooms:
+            del self.streams[room]
+            self._send_acks(stream, None)
+
+    def _park(self, stream: Stream, epoch: str, offset: int, frame: str,
+              exclude: frozenset[str]) -> None:
+        if len(stream.pending) >= MAX_PENDING:
+            stream.pending.clear()  # history has them; the sync reads them back
+        stream.pending[offset] = (epoch, frame, exclude)
+
+    def _deliver(self, stream: Stream, offset: int, frame: str, exclude: frozenset[str]) -> None:
+        message, size = text_message(frame)
+        joiners = stream.joiners
+        skip = exclude.union(joiners) if joiners else exclude
+        self.manager.hub.deliver(stream.room, message, size, skip or None)
+        stream.last = offset
+        if joiners:
+            epoch = stream.epoch or ""
+            for joiner in tuple(joiners.values()):
+                joiner.offer(epoch, offset, message, size, exclude)
+            self._release(stream)
+        if stream.acks:
+            self._send_acks(stream, offset)
+
+    def _send_acks(self, stream: Stream, upto: int | None) -> None:
+        for offset in sorted(stream.acks):
+            if upto is None or offset <= upto:
+                for conn, ack in stream.acks.pop(offset):
+                    conn.deliver_text(ack)
+
+    def _drain(self, stream: Stream) -> None:
+        pending = stream.pending
+        while pending:
+            item = pending.pop(stream.last + 1, None)
+            if item is None:
+                break
+            epoch, frame, exclude = item
+            if epoch == stream.epoch:
+                self._deliver(stream, stream.last + 1, frame, exclude)
+        for offset in [o for o, item in pending.items()
+                       if o <= stream.last or item[0] != stream.epoch]:
+            del pending[offset]
+
+    def _reset(self, stream: Stream, epoch: str, offset: int) -> None:
+        """Continuity is lost: every local member continues from (``epoch``, ``offset``)."""
+        stream.epoch, stream.last = epoch, offset
+        self.counters["history_resets"] += 1
+        logger.warning("wsplugin: history room %s reset to %s/%d (messages lost)",
+                       stream.room, epoch, offset)
+        message, size = text_message(reset_frame(stream.room, epoch, offset))
+        joiners = stream.joiners
+        self.manager.hub.deliver(stream.room, message, size, frozenset(joiners) or None)
+        for joiner in tuple(joiners.values()):
+            joiner.offer_reset(epoch, offset, stream.room)
+        self._release(stream)
+        self._send_acks(stream, None)
+
+    # ------------------------------------------------------------------ repair
+    def _schedule_sync(self, stream: Stream) -> None:
+        if stream.busy:
+            stream.again = True
+            return
+        stream.busy = True
+        task = asyncio.get_running_loop().create_task(self._sync(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sync(self, stream: Stream) -> None:
+        try:
+            while self.streams.get(stream.room) is stream:
+                stream.again = False
+                before = (stream.epoch, stream.last)
+                try:
+                    await self._sync_once(stream)
+                except Exception as exc:
+                    logger.info("wsplugin: history sync of %s failed: %r", stream.room, exc)
+                    await asyncio.sleep(RETRY_DELAY)
+                    stream.again = True
+                if not stream.again:
+                    return
+                if (stream.epoch, stream.last) == before:
+                    await asyncio.sleep(0.05)  # no progress: do not spin
+        finally:
+            stream.busy = False
+
+    async def _sync_once(self, stream: Stream) -> None:
+        """Read the position (first time) or the messages after the last one delivered."""
+        initial = stream.epoch is None
+        position, entries = await self._store().read(
+            stream.room, stream.last, 0 if initial else FILL_BATCH, stream.spec
+        )
+        if stream.epoch is None:
+            stream.epoch, stream.last = position.epoch, position.offset
+            stream.ready.set()
+            for joiner in tuple(stream.joiners.values()):  # answered without a position
+                if not joiner.waiting and joiner.epoch is None:
+                    joiner.offer_reset(position.epoch, position.offset, stream.room)
+            self._release(stream)
+        elif position.epoch != stream.epoch:
+            self._reset(stream, position.epoch, position.offset)
+        else:
+            self._fill(stream, position, entries)
+        self._drain(stream)
+        if stream.pending or stream.last < position.offset:
+            stream.again = True  # more to read (each round delivers or resets)
+
+    def _fill(self, stream: Stream, position: Position, entries: list[Entry]) -> None:
+        for offset, frame, exclude in entries:
+            if offset <= stream.last:
+                continue
+            if offset > stream.last + 1:  # trimmed or expired before this node read them
+                self._reset(stream, position.epoch, offset - 1)
+            self._deliver(stream, offset, frame, exclude)
+            self.counters["history_gaps_filled"] += 1
+        if not entries and stream.last < position.offset:
+            self._reset(stream, position.epoch, position.offset)
