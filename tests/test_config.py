@@ -163,3 +163,38 @@ def test_forwarded_allow_ips_default_is_localhost_or_uvicorns_variable() -> None
 def test_bad_forwarded_allow_ips_names_itself(value: Any) -> None:
     with pytest.raises(ValueError, match="forwarded_allow_ips"):
         build_settings({"forwarded_allow_ips": value}, env={})
+
+
+def test_install_ws_manager_takes_exactly_the_declared_settings() -> None:
+    """One declaration: the keywords, their defaults and the docstring come from Settings."""
+    import dataclasses
+    import inspect
+
+    from wsplugin import install_ws_manager
+
+    params = inspect.signature(install_ws_manager).parameters
+    declared = {f.name: f for f in dataclasses.fields(Settings)}
+    assert list(params)[1:] == list(declared)
+    defaults = Settings()
+    for name, param in list(params.items())[1:]:
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY
+        assert param.default == getattr(defaults, name)
+        assert f"``{name}=" in (install_ws_manager.__doc__ or "")
+
+
+def test_every_setting_is_documented_in_the_configuration_page() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    missing = [f.name for f in dataclasses.fields(Settings) if f"`{f.name}`" not in page]
+    assert missing == []
+
+
+def test_an_unknown_keyword_of_install_is_a_type_error() -> None:
+    from fastapi import FastAPI
+
+    from wsplugin import install_ws_manager
+
+    with pytest.raises(TypeError, match="max_queue_msgs"):
+        install_ws_manager(FastAPI(), max_queue_msgs=1)  # type: ignore[call-arg]

@@ -1,16 +1,23 @@
 """Settings: keyword arguments first, ``WSPLUGIN_<NAME>`` environment variables second.
 
-Every value is checked when the manager is installed, so a bad setting fails at start-up
-with a message that names it, never at the first connection.
+Every setting is declared once, as a field of :class:`Settings` made by :func:`setting`: its
+type and default, what it means, how its environment variable is parsed, how a value is
+normalised and checked. Everything else is derived from that one declaration: the keyword
+arguments of ``install_ws_manager`` (typed, through :func:`settings_keywords`), its
+docstring and signature, the environment, and validation. Every value is checked when the
+manager is installed, so a bad setting fails at start-up with a message that names it.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+from starlette.applications import Starlette
 
 from wsplugin.history import History, normalise_history, parse_history_env
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
@@ -19,52 +26,21 @@ SlowConsumerPolicy = Literal["close", "drop_oldest"]
 ClientPublish = bool | tuple[str, ...]
 """``False`` (only with an ``on_message`` hook), ``True`` (any member), or room globs."""
 
-_UNSET: Any = object()
 ENV_PREFIX = "WSPLUGIN_"
 
 
-@dataclass(frozen=True)
-class Settings:
-    prefix: str = "/ws"
-    backend: str = "memory://"
-    authenticate: AuthenticateHook | None = None
-    authorize: AuthorizeHook | None = None
-    on_message: MessageHook | None = None
-    allowed_origins: tuple[str, ...] | None = None
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
-    client_publish: ClientPublish = False
-    max_message_bytes: int = 65536
-    max_queue_messages: int = 1000
-    max_queue_bytes: int = 4 * 2**20
-    slow_consumer: SlowConsumerPolicy = "close"
-    max_rooms_per_connection: int = 100
-    rate_limit: tuple[int, float] | None = (100, 50.0)
-    heartbeat_interval: float = 20.0
-    heartbeat_timeout: float = 20.0
-    echo_to_sender: bool = True
-    coalesce: bool = False
-    admin_path: str | None = "/ws-admin"
-    admin_auth: Any = None
-    health_path: str | None = "/ws-health"
-    redis_prefix: str = "wsplugin"
-    registry_ttl: float = 15.0
-    fast_path: bool | Literal["auto"] = "auto"
-    history: Mapping[str, History] = field(default_factory=dict)
-    recovery_max_messages: int = 300
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _parse_bool(name: str, raw: str) -> bool:
+# ----------------------------------------------------------------------- parsers and checks
+def _parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true or false")
+    raise ValueError("expected true or false")
 
 
 def _parse_fast_path(raw: str) -> bool | Literal["auto"]:
-    return "auto" if raw.strip().lower() == "auto" else _parse_bool("fast_path", raw)
+    return "auto" if raw.strip().lower() == "auto" else _parse_bool(raw)
 
 
 def _parse_optional_path(raw: str) -> str | None:
@@ -79,7 +55,7 @@ def _parse_rate(raw: str) -> tuple[int, float] | None:
     return int(burst), float(rate)
 
 
-def _parse_origins(raw: str) -> tuple[str, ...]:
+def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
@@ -87,82 +63,14 @@ def _parse_client_publish(raw: str) -> ClientPublish:
     if raw.strip().lower() in ("", "none"):
         return False
     try:
-        return _parse_bool("client_publish", raw)
+        return _parse_bool(raw)
     except ValueError:
-        return _parse_origins(raw)  # comma-separated room patterns
+        return _parse_list(raw)  # comma-separated room patterns
 
 
-_ENV_PARSERS: dict[str, Any] = {
-    "prefix": str,
-    "backend": str,
-    "allowed_origins": _parse_origins,
-    "forwarded_allow_ips": _parse_origins,
-    "client_publish": _parse_client_publish,
-    "max_message_bytes": int,
-    "max_queue_messages": int,
-    "max_queue_bytes": int,
-    "slow_consumer": str,
-    "max_rooms_per_connection": int,
-    "rate_limit": _parse_rate,
-    "heartbeat_interval": float,
-    "heartbeat_timeout": float,
-    "echo_to_sender": None,  # bool, see _from_env
-    "coalesce": None,
-    "admin_path": _parse_optional_path,
-    "health_path": _parse_optional_path,
-    "redis_prefix": str,
-    "registry_ttl": float,
-    "fast_path": _parse_fast_path,
-    "history": parse_history_env,
-    "recovery_max_messages": int,
-}
-
-
-def _from_env(name: str, env: Mapping[str, str]) -> Any:
-    raw = env.get(ENV_PREFIX + name.upper())
-    if raw is None or name not in _ENV_PARSERS:
-        return _UNSET
-    parser = _ENV_PARSERS[name]
-    try:
-        return _parse_bool(name, raw) if parser is None else parser(raw)
-    except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is invalid: {exc}") from exc
-
-
-def build_settings(
-    options: Mapping[str, Any], env: Mapping[str, str] | None = None
-) -> Settings:
-    """Merge keyword arguments (``_UNSET`` where not given), the environment and defaults."""
-    env = os.environ if env is None else env
-    known = {f.name for f in fields(Settings)} - {"extra"}
-    unknown = set(options) - known
-    if unknown:
-        names = ", ".join(sorted(unknown))
-        raise TypeError(f"install_ws_manager() got unknown keyword(s): {names}")
-    values: dict[str, Any] = {}
-    for name in known:
-        value = options.get(name, _UNSET)
-        if value is _UNSET:
-            value = _from_env(name, env)
-        if value is not _UNSET:
-            values[name] = value
-    if values.get("allowed_origins") is not None:
-        values["allowed_origins"] = _normalise_origins(values["allowed_origins"])
-    if "forwarded_allow_ips" not in values and env.get("FORWARDED_ALLOW_IPS"):
-        values["forwarded_allow_ips"] = _parse_origins(env["FORWARDED_ALLOW_IPS"])
-    for name in ("forwarded_allow_ips", "client_publish"):
-        if name in values:
-            values[name] = _as_tuple(values[name])
-    if "history" in values:
-        values["history"] = normalise_history(values["history"])
-    if isinstance(values.get("rate_limit"), list):
-        values["rate_limit"] = tuple(values["rate_limit"])
-    settings = Settings(**values)
-    validate(settings)
-    return settings
-
-
-def _normalise_origins(origins: Any) -> tuple[str, ...]:
+def _normalise_origins(origins: Any) -> Any:
+    if origins is None:
+        return None
     if isinstance(origins, str):
         origins = [origins]
     if not isinstance(origins, Sequence):
@@ -173,15 +81,14 @@ def _normalise_origins(origins: Any) -> tuple[str, ...]:
 def _as_tuple(value: Any) -> Any:
     """A list (or a comma-separated string) of names as a tuple; other values unchanged."""
     if isinstance(value, str):
-        return _parse_origins(value)
+        return _parse_list(value)
     if isinstance(value, list | tuple):
-        return tuple(str(v).strip() if isinstance(v, str) else v for v in value)
+        return tuple(v.strip() if isinstance(v, str) else v for v in value)
     return value
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(f"wsplugin: {message}")
+def _list_to_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -192,45 +99,30 @@ def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-def validate(s: Settings) -> None:
-    """Raise ``ValueError`` naming the first bad setting."""
-    _require(
-        isinstance(s.prefix, str) and s.prefix.startswith("/") and not s.prefix.endswith("/"),
-        f"prefix must start with '/' and not end with '/', got {s.prefix!r}",
-    )
-    _require(isinstance(s.backend, str) and "://" in s.backend,
-             f"backend must be a URL like 'memory://' or 'redis://host:6379/0', got {s.backend!r}")
-    for hook in ("authenticate", "authorize", "on_message"):
-        value = getattr(s, hook)
-        _require(value is None or callable(value), f"{hook} must be callable or None")
-    for name in ("max_message_bytes", "max_queue_messages", "max_queue_bytes",
-                 "max_rooms_per_connection", "recovery_max_messages"):
-        _require(_is_positive_int(getattr(s, name)),
-                 f"{name} must be a positive integer, got {getattr(s, name)!r}")
-    _require(s.slow_consumer in ("close", "drop_oldest"),
-             f"slow_consumer must be 'close' or 'drop_oldest', got {s.slow_consumer!r}")
-    _validate_rate(s.rate_limit)
-    for name in ("heartbeat_interval", "heartbeat_timeout", "registry_ttl"):
-        _require(_is_positive_number(getattr(s, name)),
-                 f"{name} must be a positive number of seconds, got {getattr(s, name)!r}")
-    for name in ("admin_path", "health_path"):
-        value = getattr(s, name)
-        _require(value is None or (isinstance(value, str) and value.startswith("/")
-                                   and value != "/" and not value.endswith("/")),
-                 f"{name} must be None or a path like '/ws-admin', got {value!r}")
-    _require(isinstance(s.redis_prefix, str) and bool(s.redis_prefix),
-             "redis_prefix must be a non-empty string")
-    _require(s.fast_path == "auto" or isinstance(s.fast_path, bool),
-             f"fast_path must be 'auto', True or False, got {s.fast_path!r}")
-    _validate_client_publish(s.client_publish)
-    _validate_forwarded_allow_ips(s.forwarded_allow_ips)
+def _is_prefix(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("/") and not value.endswith("/")
 
 
-def _validate_client_publish(value: Any) -> None:
-    ok = isinstance(value, bool) or (
+def _is_optional_path(value: Any) -> bool:
+    return value is None or (_is_prefix(value) and value != "/")
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and "://" in value
+
+
+def _is_hook(value: Any) -> bool:
+    return value is None or callable(value)
+
+
+def _is_rate(rate: Any) -> bool:
+    return rate is None or (isinstance(rate, tuple) and len(rate) == 2
+                            and _is_positive_int(rate[0]) and _is_positive_number(rate[1]))
+
+
+def _is_client_publish(value: Any) -> bool:
+    return isinstance(value, bool) or (
         isinstance(value, tuple) and all(isinstance(p, str) and p for p in value))
-    _require(ok, "client_publish must be True, False or a list of room patterns like "
-             f"['chat-*', 'lobby'], got {value!r}")
 
 
 def _is_ip_or_network(entry: Any) -> bool:
@@ -246,16 +138,240 @@ def _is_ip_or_network(entry: Any) -> bool:
     return True
 
 
-def _validate_forwarded_allow_ips(value: Any) -> None:
-    ok = isinstance(value, tuple) and all(
+def _is_ip_list(value: Any) -> bool:
+    return isinstance(value, tuple) and all(
         isinstance(e, str) and _is_ip_or_network(e) for e in value)
-    _require(ok, "forwarded_allow_ips must be a list of IP addresses and networks like "
-             f"['127.0.0.1', '10.0.0.0/8'] or '*', got {value!r}")
 
 
-def _validate_rate(rate: Any) -> None:
-    if rate is None:
-        return
-    ok = (isinstance(rate, tuple) and len(rate) == 2 and _is_positive_int(rate[0])
-          and _is_positive_number(rate[1]))
-    _require(ok, f"rate_limit must be None or (burst, messages_per_second), got {rate!r}")
+def _is_non_empty_str(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda value: any(value is c or (type(value) is type(c) and value == c)
+                             for c in choices)
+
+
+# ----------------------------------------------------------------------- the declaration
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How one setting is read and checked (the metadata of its :class:`Settings` field)."""
+
+    doc: str
+    env: Callable[[str], Any] | None = None
+    """Parses ``WSPLUGIN_<NAME>``; ``None``: a keyword only (hooks, objects)."""
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""
+    """Completes "<name> must ..., got <value>" when ``check`` fails."""
+    normalise: Callable[[Any], Any] | None = None
+    fallback_env: str | None = None
+    """Another variable read when ``WSPLUGIN_<NAME>`` is not set (uvicorn's, say)."""
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    doc: str,
+    env: Callable[[str], Any] | None = None,
+    check: Callable[[Any], bool] | None = None,
+    expect: str = "",
+    normalise: Callable[[Any], Any] | None = None,
+    fallback_env: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A :class:`Settings` field: everything wsplugin knows about one setting."""
+    spec = Spec(doc, env, check, expect, normalise, fallback_env)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"wsplugin": spec})
+    return field(default=default, metadata={"wsplugin": spec})
+
+
+def _count(default: int, doc: str) -> Any:
+    return setting(default, doc=doc, env=int, check=_is_positive_int,
+                   expect="must be a positive integer")
+
+
+def _seconds(default: float, doc: str) -> Any:
+    return setting(default, doc=doc, env=float, check=_is_positive_number,
+                   expect="must be a positive number of seconds")
+
+
+def _path(default: str, doc: str) -> Any:
+    return setting(default, doc=doc, env=_parse_optional_path, check=_is_optional_path,
+                   expect="must be None or a path like '/ws-admin'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of ``install_ws_manager``, each declared once (see :func:`setting`)."""
+
+    prefix: str = setting(
+        "/ws", doc="the managed endpoint is ``{prefix}/{room}``", env=str, check=_is_prefix,
+        expect="must start with '/' and not end with '/'")
+    backend: str = setting(
+        "memory://", doc="``memory://`` (one process) or ``redis://host:port/db``", env=str,
+        check=_is_url, expect="must be a URL like 'memory://' or 'redis://host:6379/0'")
+    authenticate: AuthenticateHook | None = setting(
+        None, doc="``(websocket) -> identity | None``; None refuses the handshake",
+        check=_is_hook, expect="must be callable or None")
+    authorize: AuthorizeHook | None = setting(
+        None, doc="``(identity, room) -> bool`` for the URL room and every join",
+        check=_is_hook, expect="must be callable or None")
+    on_message: MessageHook | None = setting(
+        None, doc="``(conn, room, data) -> data``; raise ValueError to reject",
+        check=_is_hook, expect="must be callable or None")
+    allowed_origins: Sequence[str] | None = setting(
+        None, doc="extra origins allowed to open websockets (``['*']``: any)",
+        env=_parse_list, normalise=_normalise_origins)
+    forwarded_allow_ips: Sequence[str] = setting(
+        ("127.0.0.1",), doc="proxies (IPs, CIDR, ``*``) whose forwarded headers the Origin "
+        "check believes", env=_parse_list, normalise=_as_tuple, check=_is_ip_list,
+        expect="must be a list of IP addresses and networks like "
+               "['127.0.0.1', '10.0.0.0/8'] or '*'",
+        fallback_env="FORWARDED_ALLOW_IPS")
+    client_publish: bool | Sequence[str] = setting(
+        False, doc="who may publish: False (only through ``on_message``), True, or room "
+        "globs", env=_parse_client_publish, normalise=_as_tuple, check=_is_client_publish,
+        expect="must be True, False or a list of room patterns like ['chat-*', 'lobby']")
+    max_message_bytes: int = _count(65536, "inbound frame limit (close 1009)")
+    max_queue_messages: int = _count(
+        1000, "outbound queue bound per connection, in messages")
+    max_queue_bytes: int = _count(
+        4 * 2**20, "outbound queue bound per connection, in bytes")
+    slow_consumer: SlowConsumerPolicy = setting(
+        "close", doc="on overflow: ``close`` (4008) or ``drop_oldest``", env=str,
+        check=_one_of("close", "drop_oldest"), expect="must be 'close' or 'drop_oldest'")
+    max_rooms_per_connection: int = _count(100, "rooms one connection may be in")
+    rate_limit: tuple[int, float] | None = setting(
+        (100, 50.0), doc="inbound (burst, messages/s) per connection; beyond: 4029",
+        env=_parse_rate, normalise=_list_to_tuple, check=_is_rate,
+        expect="must be None or (burst, messages_per_second)")
+    heartbeat_interval: float = _seconds(20.0, "seconds between checks for stalled writers")
+    heartbeat_timeout: float = _seconds(20.0, "seconds without writer progress before close 4008")
+    echo_to_sender: bool = setting(
+        True, doc="a publisher receives its own message", env=_parse_bool)
+    coalesce: bool = setting(
+        False, doc="batch queued frames for every connection", env=_parse_bool)
+    admin_path: str | None = _path("/ws-admin", "the dashboard's path; None turns it off")
+    admin_auth: Any = setting(
+        None, doc="who may open the dashboard (token, pair, AdminAuth, dependency, False)")
+    health_path: str | None = _path(
+        "/ws-health", "``GET``: 200 ok / 503 degraded; None turns it off")
+    redis_prefix: str = setting(
+        "wsplugin", doc="prefix of Redis keys and channels", env=str,
+        check=_is_non_empty_str, expect="must be a non-empty string")
+    registry_ttl: float = _seconds(15.0, "seconds before a dead node's registry entries expire")
+    fast_path: bool | Literal["auto"] = setting(
+        "auto", doc="``False``: every frame through the ASGI ``send``", env=_parse_fast_path,
+        check=_one_of("auto", True, False), expect="must be 'auto', True or False")
+    history: Mapping[str, History] = setting(
+        doc="room glob -> ``History(size, ttl)`` (the variable holds JSON)", factory=dict,
+        env=parse_history_env, normalise=normalise_history)
+    recovery_max_messages: int = _count(300, "most messages one recovery may replay")
+
+
+def spec_of(name: str) -> Spec:
+    spec: Spec = Settings.__dataclass_fields__[name].metadata["wsplugin"]
+    return spec
+
+
+NAMES: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+
+
+# ----------------------------------------------------------------------- reading
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> Any:
+    spec = spec_of(name)
+    if spec.env is None:
+        return _UNSET
+    variable = ENV_PREFIX + name.upper()
+    raw = env.get(variable)
+    if raw is None and spec.fallback_env is not None:
+        variable, raw = spec.fallback_env, env.get(spec.fallback_env) or None
+    if raw is None:
+        return _UNSET
+    try:
+        return spec.env(raw)
+    except ValueError as exc:
+        raise ValueError(f"{variable}={raw!r} is invalid: {exc}") from exc
+
+
+def build_settings(
+    options: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge keyword arguments, the environment and defaults; validate every value."""
+    env = os.environ if env is None else env
+    unknown = set(options) - set(NAMES)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise TypeError(f"install_ws_manager() got unknown keyword(s): {names}")
+    values: dict[str, Any] = {}
+    for name in NAMES:
+        value = options[name] if name in options else _from_env(name, env)
+        if value is _UNSET:
+            continue
+        normalise = spec_of(name).normalise
+        values[name] = value if normalise is None else normalise(value)
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Raise ``ValueError`` naming the first bad setting."""
+    for name in NAMES:
+        spec = spec_of(name)
+        value = getattr(settings, name)
+        if spec.check is not None and not spec.check(value):
+            raise ValueError(f"wsplugin: {name} {spec.expect}, got {value!r}")
+
+
+# ----------------------------------------------------------------------- the keywords
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _describe(name: str) -> str:
+    spec = spec_of(name)
+    default = Settings.__dataclass_fields__[name].default
+    shown = "{}" if default is MISSING else repr(default)
+    variable = f"; env ``{ENV_PREFIX}{name.upper()}``" if spec.env is not None else ""
+    return f"    ``{name}={shown}``: {spec.doc}{variable}."
+
+
+def _default(f: Field[Any]) -> Any:
+    factory = f.default_factory
+    return factory() if f.default is MISSING and callable(factory) else f.default
+
+
+def _document(func: Callable[..., Any]) -> None:
+    """List the settings in ``inspect.signature(func)``, ``help(func)`` and its docstring."""
+    signature = inspect.signature(func)
+    first = next(iter(signature.parameters.values()))
+    keywords = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_default(f),
+                                  annotation=f.type) for f in fields(Settings)]
+    func.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[first, *keywords])
+    lines = "\n".join(_describe(name) for name in NAMES)
+    func.__doc__ = f"{func.__doc__ or ''}\n    Settings:\n\n{lines}\n"
+
+
+def _keywords_of(
+    cls: Callable[P, Any],
+) -> Callable[[Callable[..., R]], Callable[Concatenate[Starlette, P], R]]:
+    def decorate(func: Callable[..., R]) -> Callable[Concatenate[Starlette, P], R]:
+        _document(func)
+        return func
+
+    return decorate
+
+
+settings_keywords = _keywords_of(Settings)
+"""Decorates ``install_ws_manager(app, **options)``: its keywords are the fields of
+:class:`Settings`, typed for mypy and IDEs, in its signature and its docstring."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,67 +13,22 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from wsplugin._fastpath import capture_server_send
-from wsplugin.config import _UNSET, SlowConsumerPolicy, build_settings
+from wsplugin.config import build_settings, settings_keywords
 from wsplugin.endpoint import ManagedEndpoint
-from wsplugin.history import History
 from wsplugin.manager import WebSocketManager
-from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 logger = logging.getLogger("wsplugin")
 
 
-def install_ws_manager(
-    app: Starlette,
-    *,
-    prefix: str = _UNSET,
-    backend: str = _UNSET,
-    authenticate: AuthenticateHook | None = _UNSET,
-    authorize: AuthorizeHook | None = _UNSET,
-    on_message: MessageHook | None = _UNSET,
-    allowed_origins: Sequence[str] | None = _UNSET,
-    forwarded_allow_ips: Sequence[str] | str = _UNSET,
-    client_publish: bool | Sequence[str] = _UNSET,
-    max_message_bytes: int = _UNSET,
-    max_queue_messages: int = _UNSET,
-    max_queue_bytes: int = _UNSET,
-    slow_consumer: SlowConsumerPolicy = _UNSET,
-    max_rooms_per_connection: int = _UNSET,
-    rate_limit: tuple[int, float] | None = _UNSET,
-    heartbeat_interval: float = _UNSET,
-    heartbeat_timeout: float = _UNSET,
-    echo_to_sender: bool = _UNSET,
-    coalesce: bool = _UNSET,
-    admin_path: str | None = _UNSET,
-    admin_auth: Any = _UNSET,
-    health_path: str | None = _UNSET,
-    redis_prefix: str = _UNSET,
-    registry_ttl: float = _UNSET,
-    fast_path: bool | Literal["auto"] = _UNSET,
-    history: Mapping[str, History | Mapping[str, float]] | None = _UNSET,
-    recovery_max_messages: int = _UNSET,
-) -> WebSocketManager:
+@settings_keywords
+def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
-    Defaults (each also read from ``WSPLUGIN_<NAME>`` when the keyword is not given):
-    ``prefix="/ws"``, ``backend="memory://"``, ``max_message_bytes=65536``,
-    ``max_queue_messages=1000``, ``max_queue_bytes=4 MiB``, ``slow_consumer="close"``,
-    ``max_rooms_per_connection=100``, ``rate_limit=(100, 50.0)``, ``heartbeat_interval=20``,
-    ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
-    ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
-    ``registry_ttl=15``, ``fast_path="auto"`` (``False``: every frame through the ASGI
-    ``send``, see :mod:`wsplugin.writer`), ``history={}`` (room pattern ->
-    ``History(size, ttl)``, see docs/history.md), ``recovery_max_messages=300``. Bad values
-    raise ``ValueError`` here, not at the first connection.
-
-    ``client_publish=False``: a client's ``publish`` is refused (error ``forbidden``) unless
-    an ``on_message`` hook is set, which then decides; ``True`` lets every member publish; a
-    list of room globs (``["chat-*", "lobby"]``, env: comma-separated) allows those rooms.
-
-    ``forwarded_allow_ips``: the proxies (IPs, CIDR networks, ``"*"``) whose
-    ``X-Forwarded-Host``/``X-Forwarded-Proto``/``Forwarded`` headers the Origin check
-    believes; default: uvicorn's ``FORWARDED_ALLOW_IPS`` if set, else ``127.0.0.1``.
+    Every keyword (listed below, declared once in :class:`wsplugin.config.Settings`) is also
+    read from ``WSPLUGIN_<NAME>`` when it is not given; hooks and objects are keywords only.
+    Bad values raise ``ValueError`` here, not at the first connection; an unknown keyword is
+    a ``TypeError``.
     """
-    options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
     if getattr(app.state, "ws_manager", None) is not None:
         raise RuntimeError(
             "install_ws_manager() was already called on this app; it installs one manager per "

@@ -13,7 +13,7 @@ a trusted proxy (``forwarded_allow_ips``, like uvicorn's ``--forwarded-allow-ips
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -107,7 +107,7 @@ def _public_host(
 
 
 def origin_allowed(
-    scope: Scope, allowed: tuple[str, ...] | None, trusted: TrustedProxies | None = None
+    scope: Scope, allowed: Sequence[str] | None, trusted: TrustedProxies | None = None
 ) -> bool:
     headers = Headers(scope=scope)
     origin = headers.get("origin")
