@@ -365,6 +365,10 @@ class Connection:
         return len(self._queue)
 
     @property
+    def queued_bytes(self) -> int:  # read by wsplugin.metrics at scrape time
+        return self._queued_bytes
+
+    @property
     def identity_text(self) -> str | None:
         return None if self.identity is None else str(self.identity)
 
