@@ -42,6 +42,8 @@ class Settings:
     health_path: str | None = "/ws-health"
     redis_prefix: str = "wsplugin"
     registry_ttl: float = 15.0
+    metrics_path: str | None = None
+    metrics_token: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +90,8 @@ _ENV_PARSERS: dict[str, Any] = {
     "health_path": _parse_optional_path,
     "redis_prefix": str,
     "registry_ttl": float,
+    "metrics_path": _parse_optional_path,
+    "metrics_token": str,
 }
 
 
@@ -177,6 +181,7 @@ def validate(s: Settings) -> None:
                  f"{name} must be None or a path like '/ws-admin', got {value!r}")
     _require(isinstance(s.redis_prefix, str) and bool(s.redis_prefix),
              "redis_prefix must be a non-empty string")
+    _validate_metrics(s.metrics_path, s.metrics_token)
 
 
 def _validate_rate(rate: Any) -> None:
@@ -185,3 +190,11 @@ def _validate_rate(rate: Any) -> None:
     ok = (isinstance(rate, tuple) and len(rate) == 2 and _is_positive_int(rate[0])
           and _is_positive_number(rate[1]))
     _require(ok, f"rate_limit must be None or (burst, messages_per_second), got {rate!r}")
+
+
+def _validate_metrics(path: Any, token: Any) -> None:
+    _require(path is None or (isinstance(path, str) and path.startswith("/") and path != "/"
+                              and not path.endswith("/")),
+             f"metrics_path must be None or a path like '/ws-metrics', got {path!r}")
+    _require(token is None or (isinstance(token, str) and bool(token)),
+             "metrics_token must be None or a non-empty string")

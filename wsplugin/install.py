@@ -45,6 +45,8 @@ def install_ws_manager(
     health_path: str | None = _UNSET,
     redis_prefix: str = _UNSET,
     registry_ttl: float = _UNSET,
+    metrics_path: str | None = _UNSET,
+    metrics_token: str | None = _UNSET,
 ) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
@@ -54,7 +56,8 @@ def install_ws_manager(
     ``max_rooms_per_connection=100``, ``rate_limit=(100, 50.0)``, ``heartbeat_interval=20``,
     ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
     ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
-    ``registry_ttl=15``. Bad values raise ``ValueError`` here, not at the first connection.
+    ``registry_ttl=15``, ``metrics_path=None`` (off; see ``wsplugin.metrics``),
+    ``metrics_token=None``. Bad values raise ``ValueError`` here, not at the first connection.
     """
     options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
     if getattr(app.state, "ws_manager", None) is not None:
@@ -70,6 +73,11 @@ def install_ws_manager(
     )
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
+    if settings.metrics_path is not None:  # Prometheus, optional extra wsplugin[metrics]
+        from wsplugin.metrics import metrics_route
+
+        app.router.routes.append(metrics_route(settings.metrics_path, manager,
+                                               settings.metrics_token))
     _wrap_lifespan(app, manager)
     _add_raw_send_middleware(app)
     if settings.admin_path is not None:
