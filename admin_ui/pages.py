@@ -15,6 +15,7 @@ from admin_ui.sessions import COOKIE
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"admin.js": "text/javascript", "admin.css": "text/css"}
+STATIC_FILES.update({"charts.js": "text/javascript", "charts.css": "text/css"})  # issue 13
 
 MaybePrincipal = Callable[..., Awaitable[Principal | None]]
 
