@@ -268,6 +268,14 @@ class Settings:
         doc="room glob -> ``History(size, ttl)`` (the variable holds JSON)", factory=dict,
         env=parse_history_env, normalise=normalise_history)
     recovery_max_messages: int = _count(300, "most messages one recovery may replay")
+    metrics_path: str | None = setting(
+        None, doc="Prometheus metrics (``wsplugin[metrics]``) at this path; None: off",
+        env=_parse_optional_path, check=_is_optional_path,
+        expect="must be None or a path like '/ws-metrics'")
+    metrics_token: str | None = setting(
+        None, doc="if set, ``/metrics`` needs ``Authorization: Bearer <token>``", env=str,
+        check=lambda value: value is None or _is_non_empty_str(value),
+        expect="must be None or a non-empty string")
 
 
 def spec_of(name: str) -> Spec:

@@ -279,6 +279,10 @@ class Connection:
         return len(self.outbox.items)
 
     @property
+    def queued_bytes(self) -> int:  # read by wsplugin.metrics at scrape time
+        return self.outbox.bytes
+
+    @property
     def identity_text(self) -> str | None:
         return None if self.identity is None else str(self.identity)
 

@@ -25,6 +25,7 @@ from wsplugin.connection import Connection, open_connection
 from wsplugin.manager import WebSocketManager
 from wsplugin.origin import TrustedProxies, origin_allowed
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
+from wsplugin.tally import RefusalReason
 
 logger = logging.getLogger("wsplugin")
 
@@ -61,23 +62,27 @@ class ManagedEndpoint:
         if not origin_allowed(websocket.scope, settings.allowed_origins, self._trusted_proxies):
             logger.info("wsplugin: refused handshake from origin %r",
                         websocket.headers.get("origin"))
-            return _REFUSED
+            return self._refused("origin")
         if not p.is_valid_room(room):
-            return _REFUSED
+            return self._refused("bad_room")
         identity: Any = None
         try:
             if settings.authenticate is not None:
                 identity = await maybe_await(settings.authenticate(websocket))
                 if identity is None:
-                    return _REFUSED
+                    return self._refused("auth")
             if settings.authorize is not None and not await maybe_await(
                 settings.authorize(identity, room)
             ):
-                return _REFUSED
+                return self._refused("auth")
         except Exception as exc:
             logger.info("wsplugin: handshake refused by a hook: %r", exc)
-            return _REFUSED
+            return self._refused("auth")
         return identity
+
+    def _refused(self, reason: RefusalReason) -> Any:
+        self.manager.tally.refuse(reason)  # metrics: refusals by reason
+        return _REFUSED
 
     async def _serve(
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any

@@ -42,6 +42,11 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     )
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
+    if settings.metrics_path is not None:  # Prometheus, optional extra wsplugin[metrics]
+        from wsplugin.metrics import metrics_route
+
+        app.router.routes.append(metrics_route(settings.metrics_path, manager,
+                                               settings.metrics_token))
     _wrap_lifespan(app, manager)
     if not capture_server_send(app):  # the app already started: the ASGI path is used
         logger.debug("wsplugin: app already started, websocket fast path off")

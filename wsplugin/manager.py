@@ -31,6 +31,7 @@ from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, UnencodableData, check_room, message_frame, reply
 from wsplugin.streams import Streams
+from wsplugin.tally import Tally
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_route import UserConnection
 from wsplugin.workers import warn_if_memory_shared
@@ -85,6 +86,7 @@ class WebSocketManager:
             self.broker.node_id = uuid.uuid4().hex[:12]
         self.events = EventBus(node=self.broker.node_id)
         self.counters = Counters()
+        self.tally = Tally()  # metrics: handshakes, closes by code, delivery latency
         self.hub = Hub()
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -148,6 +150,7 @@ class WebSocketManager:
         queue, self._flush_queue = self._flush_queue, []
         for conn in queue:
             conn.flush()
+        self.tally.flushed()  # metrics
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
@@ -188,6 +191,7 @@ class WebSocketManager:
             websocket=websocket,
         )
         self.hub.add(conn)
+        self.tally.accepted += 1  # metrics
         self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
                          detail=user_agent)
         self.broker.connection_opened(conn)
@@ -196,6 +200,7 @@ class WebSocketManager:
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
         """Called exactly once per connection by :meth:`Connection._finish`."""
         rooms = self.hub.remove(conn)
+        self.tally.closed(code)  # metrics
         self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
                          detail=f"{code} {reason}".strip())
         if not self._stopping:  # stopping, the broker drops the whole node at once
@@ -246,10 +251,14 @@ class WebSocketManager:
 
     # BrokerHandler -----------------------------------------------------------------
     def deliver_remote(self, room: str, frame: Frame, exclude: frozenset[str]) -> int:
+        started = time.perf_counter()  # metrics: delivery latency
         message, size = frame_message(frame)
         if room == ALL_ROOMS:
-            return self.hub.deliver_all(message, size, exclude)
-        return self.hub.deliver(room, message, size, exclude)
+            delivered = self.hub.deliver_all(message, size, exclude)
+        else:
+            delivered = self.hub.deliver(room, message, size, exclude)
+        self.tally.delivered(started, "remote", self._flush_queue)  # metrics
+        return delivered
 
     async def run_command(self, command: Command) -> bool:
         conn = self.hub.connections.get(command.connection_id)
@@ -320,8 +329,10 @@ class WebSocketManager:
         """
         if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
             return await self.streams.publish(room, spec, data, exclude, sender)
+        started = time.perf_counter()  # metrics: delivery latency
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
+        self.tally.delivered(started, "local", self._flush_queue)  # metrics
         others = exclude or _NO_ONE
         try:  # wait=False: queued by the broker (the in-memory one has nothing to forward)
             if wait or not self.broker.publish_nowait(room, frame, others, self._on_publish_error):
@@ -332,8 +343,10 @@ class WebSocketManager:
 
     async def broadcast_all(self, data: Data) -> int:
         """Send ``data`` to every connection on every node; returns local deliveries."""
+        started = time.perf_counter()  # metrics: delivery latency
         message, size, frame = encode(None, data, None)
         delivered = self.hub.deliver_all(message, size, None)
+        self.tally.delivered(started, "local", self._flush_queue)  # metrics
         try:
             await self.broker.publish(ALL_ROOMS, frame, _NO_ONE)
         except Exception as exc:

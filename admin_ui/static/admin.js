@@ -255,6 +255,7 @@
 
   // ---------- live stream ----------
   function onSnapshot(snap) {
+    document.dispatchEvent(new CustomEvent("wsadmin:update", { detail: snap }));  // charts.js
     renderTotals(snap.totals, snap.rates);
     renderHealth(snap.health);
     renderNodes(snap.nodes);
@@ -267,6 +268,7 @@
   }
 
   function onDelta(delta) {
+    document.dispatchEvent(new CustomEvent("wsadmin:update", { detail: delta }));  // charts.js
     if (delta.totals || delta.rates) renderTotals(delta.totals, delta.rates);
     if (delta.health) renderHealth(delta.health);
     if (delta.nodes) renderNodes(delta.nodes);

@@ -68,6 +68,7 @@ class Listener:
         self.wanted: set[str] = set()
         self.connects = 0  # successful (re)connections, the first one included
         self.failures = 0
+        self.resubscribed = 0  # channels subscribed again after a reconnect (metrics)
         self.last_error = ""
         self._pubsub: PubSub | None = None  # set only while subscribed and reading
         self._repair = False
@@ -154,6 +155,7 @@ class Listener:
             self.connects += 1
             self._ready.set()
             if self.connects > 1:
+                self.resubscribed += len(self.wanted)
                 logger.warning(
                     "redis pub/sub reconnected; %d channels resubscribed", len(self.wanted)
                 )

@@ -363,6 +363,7 @@ class RedisBroker(Broker):
             "events_relayed": self.relay.sent,
             "events_dropped": self.relay.dropped,
             "subscribed_channels": len(self.listener.wanted),
+            "resubscribed_channels": self.listener.resubscribed,
         }
 
     async def remote_connections(self, room: str | None = None) -> list[ConnectionInfo]:

@@ -1,0 +1,117 @@
+"""Lifecycle counts for the metrics: handshakes accepted and refused, closes by code.
+
+These are the counts that :class:`~wsplugin.connection.Counters` does not already keep.
+Each event is one dictionary bump, once per connection (never per message). The delivery
+latency histogram is ``None`` (and costs one attribute test per broadcast) until metrics
+are enabled, see :mod:`wsplugin.metrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from typing import Literal
+
+CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 4000, 4008, 4029)
+"""The close codes counted one by one; every other code is counted as ``other``."""
+
+REFUSAL_REASONS = ("auth", "origin", "bad_room", "limit")
+"""Why a handshake was refused (``auth``: the authenticate or authorize hook said no)."""
+
+RefusalReason = Literal["auth", "origin", "bad_room", "limit"]
+Source = Literal["local", "remote"]
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+"""Upper bounds in seconds of the delivery latency histogram (``+Inf`` is implied)."""
+
+_CLOSE_KEYS = {code: str(code) for code in CLOSE_CODES}
+
+
+class Histogram:
+    """Fixed buckets, a sum and a count: what a Prometheus histogram needs, nothing else."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # per bucket, not cumulative; last is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(upper bound, observations <= bound)`` pairs, ``+Inf`` last."""
+        total = 0
+        pairs = []
+        for bound, count in zip((*map(repr, self.buckets), "+Inf"), self.counts, strict=True):
+            total += count
+            pairs.append((bound, total))
+        return pairs
+
+
+class DeliveryLatency:
+    """Time from a publish (or its arrival from another node) to its last local write.
+
+    A broadcast writes eagerly to idle sockets; frames corked on the fast path leave at the
+    end of the loop iteration (``WebSocketManager._flush``). So a broadcast that left corked
+    frames is observed at that flush, any other right away. Connections with a backlog get
+    the message queued: the latency measures until it is written *or queued* for every
+    local member, which is what the hub controls (a slow reader's own lag is its queue).
+    """
+
+    __slots__ = ("_pending", "local", "remote")
+
+    def __init__(self) -> None:
+        self.local = Histogram()
+        self.remote = Histogram()
+        self._pending: list[tuple[float, Histogram]] = []
+
+    def delivered(self, started: float, source: Source, flush_pending: bool) -> None:
+        histogram = self.local if source == "local" else self.remote
+        if flush_pending:
+            self._pending.append((started, histogram))
+        else:
+            histogram.observe(time.perf_counter() - started)
+
+    def flushed(self) -> None:
+        if not self._pending:
+            return
+        now = time.perf_counter()
+        pending, self._pending = self._pending, []
+        for started, histogram in pending:
+            histogram.observe(now - started)
+
+
+class Tally:
+    """Per-manager lifecycle counts (see the module docstring)."""
+
+    __slots__ = ("accepted", "closes", "latency", "refused")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.closes: dict[str, int] = dict.fromkeys([*_CLOSE_KEYS.values(), "other"], 0)
+        self.latency: DeliveryLatency | None = None
+
+    def refuse(self, reason: RefusalReason) -> None:
+        self.refused[reason] += 1
+
+    def closed(self, code: int) -> None:
+        self.closes[_CLOSE_KEYS.get(code, "other")] += 1
+
+    def delivered(self, started: float, source: Source, flush_pending: object) -> None:
+        """A broadcast was handed to every local member (``started``: ``perf_counter()``)."""
+        latency = self.latency
+        if latency is not None:
+            latency.delivered(started, source, bool(flush_pending))
+
+    def flushed(self) -> None:
+        """The end-of-iteration flush wrote the corked frames."""
+        latency = self.latency
+        if latency is not None:
+            latency.flushed()
