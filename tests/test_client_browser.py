@@ -36,9 +36,10 @@ START = """({url, options, events}) => {
 
 
 class AppProcess:
-    """``uvicorn tests.client_app:app`` on a fixed port: killed, paused, started again."""
+    """``uvicorn <app>`` on a fixed port: killed, paused, started again."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, app: str = APP) -> None:
+        self.app = app
         self.port = free_port()
         self.env = {**os.environ, "PYTHONPATH": ROOT, "WSPLUGIN_BACKEND": "memory://",
                     "WSPLUGIN_ADMIN_PATH": "off", **(env or {})}
@@ -49,7 +50,7 @@ class AppProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> AppProcess:
-        cmd = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT)
         wait_port(self.port)
