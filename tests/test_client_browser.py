@@ -207,7 +207,8 @@ async def test_rate_limited_client_pauses_longer(browser: Browser, server: AppPr
     await wait_for(page, "connected")
     fates = await page.evaluate("""() => Promise.all([...Array(150).keys()].map((n) =>
         client.publish("flood", n).then(() => "ok", (e) => e.fate)))""")
-    assert "ok" in fates and "unknown" in fates  # in flight when 4029 came: fate unknown
+    # All were sent: acknowledged, or in flight when 4029 came (fate unknown, never resent).
+    assert "unknown" in fates and set(fates) <= {"ok", "unknown"}
     [disconnected] = await wait_for(page, "disconnected")
     assert disconnected["code"] == 4029 and disconnected["reconnect"] is True
     assert 1500 <= disconnected["delay"] < 1600
@@ -298,7 +299,7 @@ async def test_half_open_link_is_detected_by_the_heartbeat(browser: Browser) -> 
         assert await log(page, "disconnected") == []
         app.signal(signal.SIGSTOP)  # the TCP connection stays open but nothing answers
         started = time.monotonic()
-        [dead] = await wait_for(page, "disconnected")
+        dead = (await wait_for(page, "disconnected"))[0]
         assert dead["reason"] == "no pong in time" and dead["reconnect"] is True
         assert time.monotonic() - started < 2.5
         app.signal(signal.SIGCONT)

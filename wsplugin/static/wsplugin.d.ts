@@ -118,5 +118,10 @@ export function backoffDelay(
 export function reconnectDelay(
   code: number,
   attempt: number,
-  options?: { backoffMin?: number; backoffMax?: number; rateLimitPause?: number; random?: () => number },
+  options?: {
+    backoffMin?: number;
+    backoffMax?: number;
+    rateLimitPause?: number;
+    random?: () => number;
+  },
 ): number;

@@ -17,12 +17,13 @@ export const DEFAULTS = Object.freeze({
   heartbeatInterval: 25000, // ms of silence before the client sends a ping
   heartbeatTimeout: 10000, // ms to wait for any frame after that ping
   connectTimeout: 10000,   // ms from new WebSocket() to the welcome
-  probe: undefined,        // URL fetched to tell a refused handshake from a dead server; false: never
+  probe: undefined,        // URL that tells a refused handshake from a dead server; false: never
   refusedAfter: 2,         // consecutive refused handshakes that end the client
 });
 
 /** Full-jitter exponential backoff: a delay in [0, min(max, min * 2^attempt)) ms. */
-export function backoffDelay(attempt, { backoffMin = 500, backoffMax = 20000, random = Math.random } = {}) {
+export function backoffDelay(attempt, options = {}) {
+  const { backoffMin = 500, backoffMax = 20000, random = Math.random } = options;
   const cap = Math.min(backoffMax, backoffMin * 2 ** Math.min(attempt, 30));
   return Math.floor(random() * cap);
 }
@@ -44,9 +45,13 @@ export class PublishError extends Error {
   }
 }
 
+const notSent = (code, detail) => new PublishError(code, detail, "not_delivered");
+const maybeSent = (code, detail) => new PublishError(code, detail, "unknown");
+
 function socketUrl(url) {
   const u = new URL(url, globalThis.location?.href);
-  if (u.protocol === "http:" || u.protocol === "https:") u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  if (u.protocol === "http:") u.protocol = "ws:";
+  if (u.protocol === "https:") u.protocol = "wss:";
   return u;
 }
 
@@ -76,7 +81,8 @@ export class WSClient {
   constructor(url, options = {}) {
     this.#options = { ...DEFAULTS, ...options };
     this.#url = socketUrl(url);
-    this.room = decodeURIComponent(this.#url.pathname.slice(this.#url.pathname.lastIndexOf("/") + 1));
+    const path = this.#url.pathname;
+    this.room = decodeURIComponent(path.slice(path.lastIndexOf("/") + 1));
     this.#probe = this.#options.probe ?? defaultProbe(this.#url);
     for (const room of [this.room, ...this.#options.rooms]) this.#rooms.set(room, null);
     globalThis.addEventListener?.("online", this.#wake);
@@ -111,8 +117,8 @@ export class WSClient {
   publish(room, data, { timeout = this.#options.publishTimeout } = {}) {
     room = room ?? this.room;
     return new Promise((resolve, reject) => {
-      if (this.#state === "closed") return reject(new PublishError("closed", "the client is closed", "not_delivered"));
-      if (!this.#rooms.has(room)) return reject(new PublishError("not_joined", `join ${room} first`, "not_delivered"));
+      if (this.#state === "closed") return reject(notSent("closed", "the client is closed"));
+      if (!this.#rooms.has(room)) return reject(notSent("not_joined", `join ${room} first`));
       const id = this.#nextId++;
       const entry = { kind: "publish", id, room, data, resolve, reject, sent: false };
       entry.timer = setTimeout(() => this.#expire(id), timeout);
@@ -143,7 +149,7 @@ export class WSClient {
     this.#rooms.delete(room);
     for (const entry of this.#pending.values()) {
       if (entry.kind === "publish" && entry.room === room && !entry.sent) {
-        this.#settle(entry.id, new PublishError("not_joined", `left ${room}`, "not_delivered"));
+        this.#settle(entry.id, notSent("not_joined", `left ${room}`));
       }
     }
     if (this.#joined.delete(room)) this.#send({ type: "leave", room });
@@ -161,8 +167,9 @@ export class WSClient {
     clearTimeout(this.#timer);
     this.#state = "connecting";
     const url = new URL(this.#url);
-    const params = typeof this.#options.params === "function" ? this.#options.params() : this.#options.params;
-    for (const [key, value] of Object.entries(params ?? {})) url.searchParams.set(key, String(value));
+    let params = this.#options.params;
+    if (typeof params === "function") params = params();
+    for (const [key, value] of Object.entries(params ?? {})) url.searchParams.set(key, `${value}`);
     const position = this.#rooms.get(this.room);
     if (position) {
       url.searchParams.set("epoch", position.epoch);
@@ -175,7 +182,8 @@ export class WSClient {
     socket.onopen = () => { opened = true; };
     socket.onmessage = (event) => this.#receive(event.data);
     socket.onclose = (event) => this.#closed(event.code, event.reason, opened);
-    this.#timer = setTimeout(() => this.#abort(1006, "no welcome in time"), this.#options.connectTimeout);
+    const giveUp = () => this.#abort(1006, "no welcome in time");
+    this.#timer = setTimeout(giveUp, this.#options.connectTimeout);
   }
 
   #receive(raw) {
@@ -193,7 +201,7 @@ export class WSClient {
       case "joined": return this.#serverJoined(frame, entry);
       case "left": return this.#left(frame.room);
       case "message": return this.#message(frame);
-      case "published": return entry && this.#settle(entry.id, null, { room: frame.room, offset: frame.offset });
+      case "published": return this.#acked(frame);
       case "reset": return this.#reset(frame.room, frame, "reset");
       case "error": return this.#error(frame, entry);
       default: return undefined;  // pong and future frame types: liveness only
@@ -206,7 +214,8 @@ export class WSClient {
     this.#connectionId = frame.connection_id;
     this.#refusals = 0;
     this.#stableTimer = setTimeout(() => { this.#attempt = 0; }, this.#options.stableAfter);
-    this.#emit("connected", { connectionId: frame.connection_id, reconnected: this.#everConnected });
+    const reconnected = this.#everConnected;
+    this.#emit("connected", { connectionId: frame.connection_id, reconnected });
     this.#everConnected = true;
     this.#beat();
     this.#roomJoined(this.room, frame);
@@ -220,13 +229,13 @@ export class WSClient {
   }
 
   #joining(room) {
-    return [...this.#pending.values()].some((entry) => entry.kind === "join" && entry.room === room);
+    return [...this.#pending.values()].some((e) => e.kind === "join" && e.room === room);
   }
 
   #serverJoined(frame, entry) {
     if (entry) this.#pending.delete(entry.id);
-    else if (frame.id === undefined) this.#rooms.set(frame.room, null);  // manager.join() on the server
-    if (!this.#rooms.has(frame.room)) return this.#send({ type: "leave", room: frame.room });  // left meanwhile
+    else if (frame.id === undefined) this.#rooms.set(frame.room, null);  // manager.join()
+    if (!this.#rooms.has(frame.room)) return this.#send({ type: "leave", room: frame.room });
     this.#roomJoined(frame.room, frame);
   }
 
@@ -240,12 +249,14 @@ export class WSClient {
     this.#joined.add(room);
     const before = this.#rooms.get(room);
     if (typeof frame.epoch === "string") {
-      const offset = frame.recovered === true ? before.offset : frame.offset;  // replay follows
+      const replay = frame.recovered === true && before;  // the missed messages follow
+      const offset = replay ? before.offset : frame.offset;
       this.#rooms.set(room, { epoch: frame.epoch, offset });
     }
-    this.#emit("joined", { room, epoch: frame.epoch, offset: frame.offset, recovered: frame.recovered });
-    if (typeof frame.recovered === "boolean") {
-      this.#emit("recovered", { room, recovered: frame.recovered, epoch: frame.epoch, offset: frame.offset });
+    const { epoch, offset, recovered } = frame;
+    this.#emit("joined", { room, epoch, offset, recovered });
+    if (typeof recovered === "boolean") {
+      this.#emit("recovered", { room, recovered, epoch, offset });
       if (!frame.recovered) this.#reset(room, frame, "recovery_failed");
     }
     this.#flush();
@@ -263,7 +274,8 @@ export class WSClient {
       if (frame.offset <= position.offset) return;  // seen already (never from a correct server)
       position.offset = frame.offset;
     }
-    this.#emit("message", { room: frame.room, data: frame.data, sender: frame.sender, offset: frame.offset });
+    const { room, data, sender, offset } = frame;
+    this.#emit("message", { room, data, sender, offset });
   }
 
   #error(frame, entry) {
@@ -288,6 +300,10 @@ export class WSClient {
     }
   }
 
+  #acked({ id, room, offset }) {
+    this.#settle(id, null, { room, offset });
+  }
+
   #settle(id, error, value) {
     const entry = this.#pending.get(id);
     if (!entry) return;
@@ -298,8 +314,8 @@ export class WSClient {
 
   #expire(id) {
     const entry = this.#pending.get(id);
-    const fate = entry?.sent ? "unknown" : "not_delivered";
-    this.#settle(id, new PublishError("timeout", "no acknowledgement in time", fate));
+    const make = entry?.sent ? maybeSent : notSent;
+    this.#settle(id, make("timeout", "no acknowledgement in time"));
   }
 
   #send(command) {
@@ -346,7 +362,7 @@ export class WSClient {
     this.#joined.clear();
     for (const entry of this.#pending.values()) {  // sent but not acknowledged: fate unknown
       if (entry.kind === "join") this.#pending.delete(entry.id);
-      else if (entry.sent) this.#settle(entry.id, new PublishError("connection_lost", "the connection closed before the acknowledgement", "unknown"));
+      else if (entry.sent) this.#settle(entry.id, maybeSent("connection_lost", "no ack yet"));
     }
     return socket;
   }
@@ -359,7 +375,7 @@ export class WSClient {
     if (beforeOpen && await this.#refused()) {  // state stays "connecting" while we probe
       this.#refusals += 1;
       if (this.#refusals >= this.#options.refusedAfter) {
-        return this.#finish(1008, "handshake refused: the server answers HTTP but refused the WebSocket");
+        return this.#finish(1008, "handshake refused (the server answers HTTP)");
       }
     } else {
       this.#refusals = 0;
@@ -367,7 +383,8 @@ export class WSClient {
     if (this.#state === "closed") return;  // close() during the probe
     const reconnect = aborted || RECONNECT_CODES.includes(code);
     const delay = reconnect ? reconnectDelay(code, this.#attempt, this.#options) : 0;
-    this.#emit("disconnected", { code, reason, reconnect, delay, attempt: this.#attempt, wasConnected: welcomed });
+    const attempt = this.#attempt;
+    this.#emit("disconnected", { code, reason, reconnect, delay, attempt, wasConnected: welcomed });
     if (!reconnect) return this.#finish(code, reason);
     this.#attempt += 1;
     this.#state = "waiting";
@@ -378,7 +395,8 @@ export class WSClient {
     if (this.#probe === false) return false;
     try {
       const signal = AbortSignal.timeout?.(3000);
-      const response = await fetch(this.#probe, { method: "HEAD", mode: "no-cors", cache: "no-store", signal });
+      const init = { method: "HEAD", mode: "no-cors", cache: "no-store", signal };
+      const response = await fetch(this.#probe, init);
       return response.type === "opaque" || response.status < 500;
     } catch {
       return false;
@@ -390,7 +408,7 @@ export class WSClient {
     clearTimeout(this.#timer);
     this.#state = "closed";
     for (const entry of this.#pending.values()) {
-      this.#settle(entry.id, new PublishError("closed", `the client closed: ${reason}`, "not_delivered"));
+      this.#settle(entry.id, notSent("closed", `the client closed: ${reason}`));
     }
     globalThis.removeEventListener?.("online", this.#wake);
     globalThis.removeEventListener?.("offline", this.#offline);
