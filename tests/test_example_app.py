@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from example_app.main import create_app
 from tests.support import ThreadServer, subprocess_server
+from tests.test_client_browser import AppProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)
@@ -62,6 +63,7 @@ def test_page_links_local_assets_and_admin(client: TestClient) -> None:
     assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets
     assert "/static/chat.js" in assets
     assert "/static/chat.css" in assets
+    assert 'import { WSClient } from "/ws-client.js"' in client.get("/static/chat.js").text
     assert 'href="/ws-admin"' in page.text
     assert client.get("/ws-admin").status_code != 404
     for path in assets:
@@ -69,7 +71,7 @@ def test_page_links_local_assets_and_admin(client: TestClient) -> None:
             assert client.get(path).status_code == 200, path
 
 
-@pytest.mark.parametrize("path", ["/", "/static/chat.js", "/static/chat.css"])
+@pytest.mark.parametrize("path", ["/", "/static/chat.js", "/static/chat.css", "/ws-client.js"])
 def test_no_external_urls(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
@@ -223,3 +225,24 @@ async def test_chat_page_in_chromium(server: ThreadServer, browser: Browser) -> 
     await alice.wait_for_function("document.querySelectorAll('#members li').length === 1")
     await alice.locator("#messages li.system", has_text="<b>bob</b> left").wait_for()
     assert errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+async def test_chat_page_reconnects_after_a_restart(browser: Browser) -> None:
+    """The page's wsplugin client reconnects by itself when the server comes back."""
+    errors: list[str] = []
+    with AppProcess(app="example_app.main:app") as app:
+        page = await open_chat(browser, app.url, "rita", errors)
+        app.kill()
+        await page.locator("#messages li.system", has_text="connection lost [1006]").wait_for()
+        await page.wait_for_selector("#status.error")
+        app.start()  # the same port
+        await page.wait_for_selector("#status.online", timeout=20_000)
+        await page.fill("#text", "back again")
+        await page.press("#text", "Enter")
+        await page.locator("#messages li.chat", has_text="back again").wait_for()
+    # Chromium logs each refused connect on the console; no script error may happen.
+    page_errors = [e for e in errors if "ERR_CONNECTION_REFUSED" not in e
+                   and "WebSocket connection" not in e]
+    assert page_errors == []

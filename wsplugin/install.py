@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from wsplugin._fastpath import capture_server_send
+from wsplugin.client_script import client_routes
 from wsplugin.config import build_settings, settings_keywords
 from wsplugin.endpoint import ManagedEndpoint
 from wsplugin.manager import WebSocketManager
@@ -40,6 +41,7 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     app.router.routes.append(
         WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager), name="wsplugin")
     )
+    app.router.routes.extend(client_routes(settings.prefix))  # the browser client (issue 12)
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
     if settings.metrics_path is not None:  # Prometheus, optional extra wsplugin[metrics]
