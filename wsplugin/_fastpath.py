@@ -2,12 +2,13 @@
 
 Through ASGI, every recipient costs a ``send`` coroutine, Starlette's exception wrapper,
 and uvicorn re-encoding the same text into a new WebSocket frame. A server frame is not
-masked, so for a connection without extensions (no permessage-deflate) the bytes on the
-wire are the same for every recipient: build them once, then ``transport.write`` them.
+masked, so the bytes on the wire are the same for every recipient: build them once, then
+``transport.write`` them. With permessage-deflate too: one frame compressed without context
+takeover is valid for every connection with the same window size (:mod:`wsplugin._deflate`).
 
 This applies only when the connection is served by uvicorn's ``websockets-sansio`` protocol
-(uvicorn's default when ``websockets`` is installed), negotiated no extension, is open, and
-no middleware wraps its websocket sends. :func:`uvicorn_writer` checks all of it when the
+(uvicorn's default when ``websockets`` is installed), negotiated no extension other than
+permessage-deflate, is open, and no middleware wraps its websocket sends. :func:`uvicorn_writer` checks all of it when the
 connection opens; anything else takes the ordinary ASGI ``send``
 (:class:`~wsplugin._eager.ASGIWriter`), and so does a frame written while the transport is
 paused or the socket is closing. ``tests/test_uvicorn_canary.py`` fails when the uvicorn
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsplugin import _deflate
 from wsplugin._eager import ASGIWriter, Resume
 from wsplugin.types import ASGIMessage, ASGISend
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from wsplugin.hub import Room
-    from wsplugin.writer import InFlight, WriterOwner
+    from wsplugin.writer import Compression, InFlight, WriterOwner
 
 RAW_SEND_KEY = "wsplugin.raw_send"
 DIRECT_KEY = "wsplugin.send_direct"
@@ -150,9 +152,13 @@ def check_protocol(protocol: Any) -> str | None:
 
 
 def uvicorn_writer(
-    owner: WriterOwner, send: ASGISend, scope: Any
+    owner: WriterOwner, send: ASGISend, scope: Any, compression: Compression = "auto"
 ) -> tuple[UvicornWriter | None, str]:
-    """The fast-path writer of this connection, or ``None`` and why (``""``: closing)."""
+    """The fast-path writer of this connection, or ``None`` and why (``""``: closing).
+
+    A connection that negotiated permessage-deflate gets the shared compressed frames of
+    its window size (:mod:`wsplugin._deflate`), or plain frames with ``compression=False``.
+    """
     raw_send = scope.get(RAW_SEND_KEY)
     if raw_send is None:
         return None, "the app's middleware stack was built before install_ws_manager()"
@@ -165,12 +171,17 @@ def uvicorn_writer(
     missing = check_protocol(protocol)
     if missing is not None:
         return None, f"uvicorn's internals changed: {missing} is missing"
-    if protocol.conn.extensions:
-        return None, "the connection negotiated an extension (permessage-deflate)"
+    extensions = protocol.conn.extensions
+    bits = _deflate.negotiated_bits(extensions) if extensions else 0
+    if isinstance(bits, str):
+        return None, bits
     if (protocol.close_sent or protocol.conn.state is not _OPEN
             or protocol.transport.is_closing()):
         return None, ""
-    return UvicornWriter(owner, send, protocol), ""
+    writer = UvicornWriter(owner, send, protocol)
+    if bits and compression is not False:
+        writer.frame_key, writer.encode = _deflate.share_compression(extensions[0], bits)
+    return writer, ""
 
 
 # ---------------------------------------------------------------- writing

@@ -43,6 +43,7 @@ class Settings:
     redis_prefix: str = "wsplugin"
     registry_ttl: float = 15.0
     fast_path: bool | Literal["auto"] = "auto"
+    compression: bool | Literal["auto"] = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +58,10 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 def _parse_fast_path(raw: str) -> bool | Literal["auto"]:
     return "auto" if raw.strip().lower() == "auto" else _parse_bool("fast_path", raw)
+
+
+def _parse_compression(raw: str) -> bool | Literal["auto"]:
+    return "auto" if raw.strip().lower() == "auto" else _parse_bool("compression", raw)
 
 
 def _parse_optional_path(raw: str) -> str | None:
@@ -94,6 +99,7 @@ _ENV_PARSERS: dict[str, Any] = {
     "redis_prefix": str,
     "registry_ttl": float,
     "fast_path": _parse_fast_path,
+    "compression": _parse_compression,
 }
 
 
@@ -185,6 +191,8 @@ def validate(s: Settings) -> None:
              "redis_prefix must be a non-empty string")
     _require(s.fast_path == "auto" or isinstance(s.fast_path, bool),
              f"fast_path must be 'auto', True or False, got {s.fast_path!r}")
+    _require(s.compression == "auto" or isinstance(s.compression, bool),
+             f"compression must be 'auto', True or False, got {s.compression!r}")
 
 
 def _validate_rate(rate: Any) -> None:

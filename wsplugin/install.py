@@ -46,6 +46,7 @@ def install_ws_manager(
     redis_prefix: str = _UNSET,
     registry_ttl: float = _UNSET,
     fast_path: bool | Literal["auto"] = _UNSET,
+    compression: bool | Literal["auto"] = _UNSET,
 ) -> WebSocketManager:
     """Install a :class:`WebSocketManager` on ``app`` and return it.
 
@@ -56,7 +57,9 @@ def install_ws_manager(
     ``heartbeat_timeout=20``, ``echo_to_sender=True``, ``coalesce=False``,
     ``admin_path="/ws-admin"``, ``health_path="/ws-health"``, ``redis_prefix="wsplugin"``,
     ``registry_ttl=15``, ``fast_path="auto"`` (``False``: every frame through the ASGI
-    ``send``, see :mod:`wsplugin.writer`). Bad values raise ``ValueError`` here, not at
+    ``send``, see :mod:`wsplugin.writer`), ``compression="auto"`` (where a client negotiated
+permessage-deflate, each message is compressed once for all of them; ``False``: send them
+uncompressed frames, see :mod:`wsplugin._deflate`). Bad values raise ``ValueError`` here, not at
     the first connection.
     """
     options = {k: v for k, v in locals().items() if k != "app" and v is not _UNSET}
