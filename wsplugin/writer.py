@@ -9,8 +9,9 @@ the frames of one loop iteration to write them in one go ("corking").
 :func:`choose_writer` picks one when the connection opens and never again. It checks, at
 that moment, every server attribute the fast path will use; on the first surprise (another
 server, another uvicorn protocol, a renamed attribute, an extension other than
-permessage-deflate, a middleware that wraps websocket sends, ``fast_path=False``) the connection gets the ASGI writer. Which
-path a server got is logged once per process at INFO (``wsplugin`` logger).
+permessage-deflate, a middleware that wraps websocket sends, ``fast_path=False``) the
+connection gets the ASGI writer. Which path a server got is logged once per process at
+INFO (``wsplugin`` logger).
 
 The message a writer receives is the shared ASGI send event of a broadcast, built once for
 every recipient, and its size. A writer derives the bytes it needs from it and caches them
