@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - websockets is not installed: no fast path at all
     PerMessageDeflate = None  # type: ignore[assignment,misc]
 
-MIN_SIZE = 64
+MIN_SIZE = 100
 """Messages shorter than this (in bytes) go uncompressed: deflate saves a few bytes at best
 and costs the client an inflate (see docs/compression.md for the measurement)."""
 
