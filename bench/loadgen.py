@@ -45,6 +45,7 @@ import resource
 import socket
 import sys
 import time
+import zlib
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ CLOSE = WSMsgType.CLOSE
 WARM = b"#W#"
 GO = b"#G#"
 SLOW_RCVBUF = 4096
+DEFLATE_OFFER = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+"""What Chromium offers. The clients' own frames stay uncompressed (always allowed)."""
+SYNC_TAIL = b"\x00\x00\xff\xff"
 
 
 @dataclasses.dataclass
@@ -76,6 +80,7 @@ class Scenario:
     concurrency: int = 100
     drain: float = 3.0
     timeout: float = 180.0
+    deflate: bool = False  # offer permessage-deflate like a browser; inflate every frame
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -119,6 +124,8 @@ class Shared:
         self.warm = 0
         self.go = 0
         self.delivered = 0
+        self.wire_bytes = 0  # payload + header bytes of the data frames receivers got
+        self.compressed = 0  # of those frames, how many had RSV1 (permessage-deflate)
         self.reached: dict[int, int] = {}
         self.completed = 0
         self.sent = 0
@@ -155,9 +162,13 @@ class Receiver(WSListener):
         self.welcome = shared.scenario.protocol == "envelope"
         self.fast_path = not (sampled or slow or self.batch or self.open_loop)
         self.counting_fast = False  # phase 2 and fast_path: only count frames
+        self.negotiated: bool | None = None  # the server accepted permessage-deflate
+        self.inflater = zlib.decompressobj(-15)  # context takeover, like a browser
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        extensions = transport.response.headers.get("Sec-WebSocket-Extensions", "")
+        self.negotiated = "permessage-deflate" in extensions
         if not self.welcome and not self.ready.done():
             self.ready.set_result(None)
 
@@ -169,6 +180,17 @@ class Receiver(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is not TEXT:
             self.on_other_frame(transport, frame)
+            return
+        size = frame.payload_size
+        shared = self.shared
+        shared.wire_bytes += size + (2 if size < 126 else 4 if size < 65536 else 10)
+        if frame.rsv1:  # every compressed frame is inflated, in counting mode too
+            shared.compressed += 1
+            payload = self.inflater.decompress(frame.get_payload_as_bytes() + SYNC_TAIL)
+            if self.counting_fast:
+                self.count_one()
+            else:
+                self.on_text(payload)
         elif self.counting_fast:
             self.count_one()
         else:
@@ -251,6 +273,7 @@ class Sender(WSListener):
         self.welcome = shared.scenario.protocol == "envelope"
         size = shared.scenario.size
         self.head = b'{"type":"publish","data":"'
+        self.inflater = zlib.decompressobj(-15)
         self.pad = b"x" * max(0, size - len(self.head) - 2 - 30)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -275,6 +298,8 @@ class Sender(WSListener):
         if frame.msg_type is not TEXT:
             return
         payload = frame.get_payload_as_bytes()
+        if frame.rsv1:
+            payload = self.inflater.decompress(payload + SYNC_TAIL)
         if not self.ready.done():
             if b'"welcome"' in payload:
                 self.ready.set_result(None)
@@ -306,9 +331,9 @@ class Clients:
     async def connect_receiver(self, sampled: bool, slow: bool = False) -> Receiver:
         listener = Receiver(self.shared, sampled, slow)
         factory = slow_socket if slow else None
-        await ws_connect(
-            lambda: listener, self.url, websocket_handshake_timeout=60, socket_factory=factory
-        )
+        offer = DEFLATE_OFFER if self.shared.scenario.deflate else None
+        await ws_connect(lambda: listener, self.url, websocket_handshake_timeout=60,
+                         socket_factory=factory, extra_headers=offer)
         await asyncio.wait_for(listener.ready, 60)
         return listener
 
@@ -326,7 +351,9 @@ class Clients:
 
     async def connect_sender(self) -> Sender:
         sender = Sender(self.shared)
-        await ws_connect(lambda: sender, self.url, websocket_handshake_timeout=60)
+        offer = DEFLATE_OFFER if self.shared.scenario.deflate else None
+        await ws_connect(lambda: sender, self.url, websocket_handshake_timeout=60,
+                         extra_headers=offer)
         await asyncio.wait_for(sender.ready, 60)
         self.sender = sender
         self.shared.send_next = sender.publish
@@ -409,6 +436,8 @@ class Window:
         self.meter = meter
         self.t0 = time.perf_counter()
         self.delivered0 = shared.delivered
+        self.wire0 = shared.wire_bytes
+        self.compressed0 = shared.compressed
         self.sent0 = shared.sent
         self.cpu0 = meter.cpu()
         self.rss0 = meter.rss()
@@ -419,9 +448,13 @@ class Window:
         cpu1 = self.meter.cpu()
         ours = cpu1[1] - self.cpu0[1]  # the server's CPU seconds (0 without a pid)
         shared = self.shared
+        delivered = shared.delivered - self.delivered0
+        frames = max(1, delivered)
         return {
             "elapsed_s": elapsed,
-            "deliveries_per_s": (shared.delivered - self.delivered0) / elapsed,
+            "deliveries_per_s": delivered / elapsed,
+            "wire_bytes_per_delivery": (shared.wire_bytes - self.wire0) / frames,
+            "compressed_fraction": (shared.compressed - self.compressed0) / frames,
             "messages_per_s": (shared.sent - self.sent0) / elapsed,
             "loadgen_cpu": (cpu1[0] - self.cpu0[0]) / elapsed,
             "server_cpu": (cpu1[1] - self.cpu0[1]) / elapsed if self.meter.server else None,
@@ -560,6 +593,7 @@ async def run_messages(url: str, scenario: Scenario, meter: Meter) -> dict[str, 
         runner = run_closed if scenario.kind == "closed" else run_open
         result = await runner(clients, meter)
         result["connect_s"] = connect_s
+        result["deflate_negotiated"] = sum(bool(r.negotiated) for r in clients.receivers)
         result["unexpected_frames"] = shared.unexpected
         result["errors"] = shared.errors
         return result

@@ -26,6 +26,9 @@ SERVERS: dict[str, ServerSpec] = {
     "naive_envelope": ServerSpec("naive_envelope.py", "envelope"),
     "wsplugin": ServerSpec("wsplugin_server.py", "envelope"),
     "wsplugin_batch": ServerSpec("wsplugin_server.py", "envelope", batch=True),
+    # compression=False: deflate-offering clients get uncompressed frames (issue 10).
+    "wsplugin_nocompress": ServerSpec("wsplugin_server.py", "envelope",
+                                      args=("--compression", "false")),
     # Not in the default set: the admin dashboard mounted (issue 4 measures its overhead).
     "wsplugin_admin": ServerSpec("wsplugin_server.py", "envelope", args=("--admin",)),
 }
@@ -53,6 +56,17 @@ def closed(n: int, duration: float, reps: int, warmup: float = 1.0) -> Case:
     scenario = {"kind": "closed", "n": n, "duration": duration, "warmup": warmup,
                 "window": window_for(n)}
     return Case(f"closed_n{n}", scenario, reps)
+
+
+def closed_deflate(n: int, duration: float, reps: int, warmup: float = 1.0) -> Case:
+    """The closed loop with receivers that offer permessage-deflate like a browser (and
+    inflate every compressed frame), against servers that accept it: plain uvicorn, the
+    raw websockets server at its default compression."""
+    scenario = {**closed(n, duration, reps, warmup).scenario, "deflate": True}
+    return Case(f"closed_n{n}_deflate", scenario, reps, DEFLATE_SERVERS)
+
+
+DEFLATE_SERVERS = ("raw", "naive", "wsplugin", "wsplugin_nocompress")
 
 
 def latency(n: int, rate: float, duration: float, reps: int) -> Case:
@@ -102,6 +116,7 @@ def cases(mode: str) -> list[Case]:
     if mode == "quick":
         return [
             closed(1000, 3.0, 3),
+            closed_deflate(1000, 3.0, 3),
             latency(1000, 10.0, 4.0, 3),
             *slow_pair(12.0, 1, ("raw", "naive", "wsplugin")),
             idle(5000, 1),
@@ -110,6 +125,7 @@ def cases(mode: str) -> list[Case]:
     return [
         closed(100, 5.0, 3),
         closed(1000, 5.0, 3),
+        closed_deflate(1000, 5.0, 3),
         closed(5000, 5.0, 3, warmup=2.0),
         latency(1000, 10.0, 10.0, 3),
         *slow_pair(15.0, 3),

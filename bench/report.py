@@ -105,6 +105,21 @@ def throughput_lines(table: Table, metric: Getter, title: str, digits: int = 0) 
     return lines
 
 
+def deflate_lines(table: Table) -> list[str]:
+    """The closed loop with deflate-offering receivers, plus what went over the wire."""
+    lines = throughput_lines(table, get("deliveries_per_s"), "deliveries/s")
+    lines[0] += " wire bytes/delivery | compressed frames | deflate accepted |"
+    lines[1] += "---|---|---|"
+    for i, server in enumerate(table.servers, start=2):
+        compressed = median(table.values(server, get("compressed_fraction")))
+        lines[i] += (
+            f" {fmt(median(table.values(server, get('wire_bytes_per_delivery'))), 1)} "
+            f"| {fmt(None if compressed is None else 100 * compressed)}% "
+            f"| {fmt(median(table.values(server, get('deflate_negotiated'))))} |"
+        )
+    return lines
+
+
 def latency_lines(table: Table) -> list[str]:
     p99 = get("latency.p99_ms")
     head = "| server | p50 ms | p99 ms | spread | p99 x raw | losses | server CPU | loadgen CPU |"
@@ -171,6 +186,8 @@ def case_lines(name: str, rows: list[Row], tables: dict[str, Table]) -> list[str
     kind = rows[0].get("kind")
     if name == "slow_on" and "slow_off" in tables:
         return slow_lines(tables["slow_off"], table)
+    if kind == "closed" and rows[0].get("deflate"):
+        return deflate_lines(table)
     if kind == "closed":
         return throughput_lines(table, get("deliveries_per_s"), "deliveries/s")
     if kind == "open":

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from tests.support import ThreadServer
 from tests.ws_helpers import wait_until
 from wsplugin import install_ws_manager
+from wsplugin._deflate import negotiated_bits
 from wsplugin._fastpath import (
     DIRECT_KEY,
     RAW_SEND_KEY,
@@ -85,3 +86,34 @@ async def test_a_live_connection_has_every_attribute_the_fast_path_uses() -> Non
     assert seen["missing"] is None, f"uvicorn no longer has {seen['missing']} {HINT}"
     assert seen["writer"] == UvicornWriter.__name__, (
         f"a plain connection got {seen['writer']}, not the fast path {HINT}")
+
+
+async def test_a_deflate_connection_exposes_what_shared_compression_uses() -> None:
+    """uvicorn's negotiated extension is websockets' PerMessageDeflate, whose
+    ``local_no_context_takeover`` wsplugin switches on (see wsplugin/_deflate.py)."""
+    app = FastAPI()
+    manager = install_ws_manager(app, backend="memory://", admin_path=None)
+    seen: dict[str, Any] = {}
+
+    @app.websocket("/probe")
+    async def probe(websocket: WebSocket) -> None:
+        protocol: Any = getattr(websocket.scope.get(RAW_SEND_KEY), "__self__", None)
+        extensions = list(protocol.conn.extensions)
+        seen["bits"] = negotiated_bits(extensions)
+        async with manager.connect(websocket) as conn:
+            seen["switched"] = [e.local_no_context_takeover for e in extensions]
+            seen["writer"] = type(conn.connection.frames).__name__
+            async for _ in conn:
+                pass
+
+    with ThreadServer(app, ws="websockets-sansio") as server:
+        ws = await connect(f"{server.ws_url}/probe")  # offers permessage-deflate
+
+        async def entered() -> bool:
+            return "writer" in seen
+
+        await wait_until(entered, what="the route to open its connection")
+        await ws.close()
+    assert seen["bits"] == 12, f"uvicorn's permessage-deflate is now {seen['bits']!r} {HINT}"
+    assert seen["switched"] == [True]
+    assert seen["writer"] == UvicornWriter.__name__

@@ -2,16 +2,19 @@
 
 Through ASGI, every recipient costs a ``send`` coroutine, Starlette's exception wrapper,
 and uvicorn re-encoding the same text into a new WebSocket frame. A server frame is not
-masked, so for a connection without extensions (no permessage-deflate) the bytes on the
-wire are the same for every recipient: build them once, then ``transport.write`` them.
+masked, so the bytes on the wire are the same for every recipient: build them once, then
+``transport.write`` them. With permessage-deflate too: one frame compressed without context
+takeover is valid for every connection with the same window size (:mod:`wsplugin._deflate`).
 
 This applies only when the connection is served by uvicorn's ``websockets-sansio`` protocol
-(uvicorn's default when ``websockets`` is installed), negotiated no extension, is open, and
-no middleware wraps its websocket sends. :func:`uvicorn_writer` checks all of it when the
-connection opens; anything else takes the ordinary ASGI ``send``
-(:class:`~wsplugin._eager.ASGIWriter`), and so does a frame written while the transport is
-paused or the socket is closing. ``tests/test_uvicorn_canary.py`` fails when the uvicorn
-internals used here move.
+(uvicorn's default when ``websockets`` is installed), negotiated no extension other than
+permessage-deflate, is open, and no middleware wraps its websocket sends.
+:func:`uvicorn_writer` checks all of it when the connection opens; anything else takes the
+ordinary ASGI ``send`` (:class:`~wsplugin._eager.ASGIWriter`). A frame written while the
+transport is paused waits in a task until it is writable again, and is then the same
+prebuilt frame: every data frame the manager sends on a fast-path connection is one of its
+own, only the close frame goes through uvicorn. ``tests/test_uvicorn_canary.py`` fails when
+the uvicorn internals used here move.
 
 The server's own ``send`` is captured outermost: :func:`capture_server_send` wraps the
 app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
@@ -23,11 +26,13 @@ ASGI path, so that middleware sees every frame, and a warning is logged once.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsplugin import _deflate
 from wsplugin._eager import ASGIWriter, Resume
 from wsplugin.types import ASGIMessage, ASGISend
 
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from wsplugin.hub import Room
-    from wsplugin.writer import InFlight, WriterOwner
+    from wsplugin.writer import Compression, InFlight, WriterOwner
 
 RAW_SEND_KEY = "wsplugin.raw_send"
 DIRECT_KEY = "wsplugin.send_direct"
@@ -150,9 +155,13 @@ def check_protocol(protocol: Any) -> str | None:
 
 
 def uvicorn_writer(
-    owner: WriterOwner, send: ASGISend, scope: Any
+    owner: WriterOwner, send: ASGISend, scope: Any, compression: Compression = "auto"
 ) -> tuple[UvicornWriter | None, str]:
-    """The fast-path writer of this connection, or ``None`` and why (``""``: closing)."""
+    """The fast-path writer of this connection, or ``None`` and why (``""``: closing).
+
+    A connection that negotiated permessage-deflate gets the shared compressed frames of
+    its window size (:mod:`wsplugin._deflate`), or plain frames with ``compression=False``.
+    """
     raw_send = scope.get(RAW_SEND_KEY)
     if raw_send is None:
         return None, "the app's middleware stack was built before install_ws_manager()"
@@ -165,12 +174,17 @@ def uvicorn_writer(
     missing = check_protocol(protocol)
     if missing is not None:
         return None, f"uvicorn's internals changed: {missing} is missing"
-    if protocol.conn.extensions:
-        return None, "the connection negotiated an extension (permessage-deflate)"
+    extensions = protocol.conn.extensions
+    bits = _deflate.negotiated_bits(extensions) if extensions else 0
+    if isinstance(bits, str):
+        return None, bits
     if (protocol.close_sent or protocol.conn.state is not _OPEN
             or protocol.transport.is_closing()):
         return None, ""
-    return UvicornWriter(owner, send, protocol), ""
+    writer = UvicornWriter(owner, send, protocol)
+    if bits and compression is not False:
+        writer.frame_key, writer.encode = _deflate.share_compression(extensions[0], bits)
+    return writer, ""
 
 
 # ---------------------------------------------------------------- writing
@@ -181,24 +195,27 @@ class UvicornWriter(ASGIWriter):
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
     still one message per frame. The common case, one frame per iteration, allocates
     nothing. When the transport is paused or the socket is closing, a message takes the
-    ASGI ``send`` (inherited), which waits for the transport or reports the closed socket.
+    inherited ASGI-writer path, with :meth:`send_frame` as its ``send``: it waits for the
+    transport, then writes the same prebuilt frame (or reports the closed socket).
 
     The frame bytes come from the shared message's cache under ``frame_key`` (built by
     ``encode`` on first use): a writer for a connection with another frame variant
     (compression) is the same class with another key and encoder.
     """
 
-    __slots__ = ("encode", "frame_key", "held", "held_bytes", "held_extra", "held_room",
-                 "protocol", "state", "transport", "writable")
+    __slots__ = ("asgi_send", "encode", "frame_key", "held", "held_bytes", "held_extra",
+                 "held_room", "protocol", "state", "transport", "writable")
 
     def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any) -> None:
         super().__init__(owner, send)
+        self.asgi_send = send
+        self.send = self.send_frame
         self.protocol = protocol
         self.state = protocol.conn  # websockets' ServerProtocol: state and extensions
         self.transport = protocol.transport
         self.writable = protocol.writable
         self.frame_key = FRAME_KEY
-        self.encode = encode_frame
+        self.encode: Callable[[ASGIMessage], bytes] = encode_frame
         self.held: bytes | None = None
         self.held_room: Room | None = None
         self.held_extra: list[tuple[bytes, Room | None]] | None = None
@@ -264,6 +281,20 @@ class UvicornWriter(ASGIWriter):
             return
         self.transport.write(b"".join([first, *(frame for frame, _ in extra)]))
         self.owner.count_sent(1 + len(extra), self.held_bytes)
+
+    async def send_frame(self, message: ASGIMessage) -> None:
+        """The ``send`` of the paused path and the drain task: a data message is written as
+        this writer's own frame once the transport is writable; anything else (the close
+        frame) goes to the ASGI ``send``."""
+        if message.get("type") != "websocket.send":
+            await self.asgi_send(message)
+            return
+        await self.writable.wait()  # uvicorn sets it when the connection is lost, too
+        if (self.protocol.close_sent or self.state.state is not _OPEN
+                or self.transport.is_closing()):
+            raise ConnectionError("websocket closed")
+        frame = message.get(self.frame_key)
+        self.transport.write(self.encode(message) if frame is None else frame)
 
     def discard(self) -> tuple[Room | None, ...]:
         if self.held is None:

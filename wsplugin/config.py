@@ -39,7 +39,7 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _parse_fast_path(raw: str) -> bool | Literal["auto"]:
+def _parse_auto_or_bool(raw: str) -> bool | Literal["auto"]:
     return "auto" if raw.strip().lower() == "auto" else _parse_bool(raw)
 
 
@@ -262,12 +262,16 @@ class Settings:
         check=_is_non_empty_str, expect="must be a non-empty string")
     registry_ttl: float = _seconds(15.0, "seconds before a dead node's registry entries expire")
     fast_path: bool | Literal["auto"] = setting(
-        "auto", doc="``False``: every frame through the ASGI ``send``", env=_parse_fast_path,
+        "auto", doc="``False``: every frame through the ASGI ``send``", env=_parse_auto_or_bool,
         check=_one_of("auto", True, False), expect="must be 'auto', True or False")
     history: Mapping[str, History] = setting(
         doc="room glob -> ``History(size, ttl)`` (the variable holds JSON)", factory=dict,
         env=parse_history_env, normalise=normalise_history)
     recovery_max_messages: int = _count(300, "most messages one recovery may replay")
+    compression: bool | Literal["auto"] = setting(
+        "auto", doc="shared permessage-deflate where negotiated; ``False``: plain frames",
+        env=_parse_auto_or_bool, check=_one_of("auto", True, False),
+        expect="must be 'auto', True or False")
     metrics_path: str | None = setting(
         None, doc="Prometheus metrics (``wsplugin[metrics]``) at this path; None: off",
         env=_parse_optional_path, check=_is_optional_path,

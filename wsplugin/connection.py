@@ -137,7 +137,8 @@ class Connection:
         self._in_flight: InFlight = ()
         self._flush_pending = False
         scope = getattr(websocket, "scope", None)
-        self.frames: FrameWriter = choose_writer(self, send, scope, settings.fast_path)
+        self.frames: FrameWriter = choose_writer(self, send, scope, settings.fast_path,
+                                                 settings.compression)
 
     # ----------------------------------------------------------------- outbound
     def deliver(self, message: ASGIMessage, size: int, room: Room | None = None) -> bool:

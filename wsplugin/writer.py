@@ -8,9 +8,10 @@ the frames of one loop iteration to write them in one go ("corking").
 
 :func:`choose_writer` picks one when the connection opens and never again. It checks, at
 that moment, every server attribute the fast path will use; on the first surprise (another
-server, another uvicorn protocol, a renamed attribute, a negotiated extension, a middleware
-that wraps websocket sends, ``fast_path=False``) the connection gets the ASGI writer. Which
-path a server got is logged once per process at INFO (``wsplugin`` logger).
+server, another uvicorn protocol, a renamed attribute, an extension other than
+permessage-deflate, a middleware that wraps websocket sends, ``fast_path=False``) the
+connection gets the ASGI writer. Which path a server got is logged once per process at
+INFO (``wsplugin`` logger).
 
 The message a writer receives is the shared ASGI send event of a broadcast, built once for
 every recipient, and its size. A writer derives the bytes it needs from it and caches them
@@ -35,6 +36,11 @@ logger = logging.getLogger("wsplugin")
 
 FastPath: TypeAlias = Literal["auto"] | bool
 """The ``fast_path`` setting: ``"auto"`` (or ``True``) where it is safe, ``False`` never."""
+
+Compression: TypeAlias = Literal["auto"] | bool
+"""The ``compression`` setting: ``"auto"`` (or ``True``): where permessage-deflate was
+negotiated, the fast path sends each message compressed once for every such connection;
+``False``: it sends uncompressed frames to them."""
 
 InFlight: TypeAlias = "tuple[Room | None, ...]"
 """The rooms of the messages in one frame (one entry per message, more when coalesced)."""
@@ -90,7 +96,8 @@ def _log_once(level: int, message: str, *args: Any) -> None:
 
 
 def choose_writer(
-    owner: WriterOwner, send: ASGISend, scope: Any, fast_path: FastPath
+    owner: WriterOwner, send: ASGISend, scope: Any, fast_path: FastPath,
+    compression: Compression = "auto",
 ) -> FrameWriter:
     """The writer of a connection that was just accepted (see the module docstring).
 
@@ -102,7 +109,7 @@ def choose_writer(
         if fast_path is False:
             _log_once(logging.INFO, "websocket writes use the ASGI send (fast_path=False)")
         return ASGIWriter(owner, send)
-    writer, reason = _fastpath.uvicorn_writer(owner, send, scope)
+    writer, reason = _fastpath.uvicorn_writer(owner, send, scope, compression)
     if writer is not None:
         _log_once(logging.INFO, "websocket writes use the uvicorn websockets-sansio fast path")
         return writer

@@ -33,6 +33,8 @@ def manager_options(args: argparse.Namespace) -> dict[str, Any]:
         options["admin_auth"] = False
     if args.max_queue_messages:
         options["max_queue_messages"] = args.max_queue_messages
+    if args.compression != "auto":
+        options["compression"] = args.compression == "true"
     return options
 
 
@@ -50,6 +52,7 @@ def main() -> None:
     p.add_argument("--admin", action="store_true", help="mount the admin at /ws-admin, no auth")
     p.add_argument("--backend", default="memory://")
     p.add_argument("--max-queue-messages", type=int, default=0, help="0 = the default")
+    p.add_argument("--compression", choices=("auto", "true", "false"), default="auto")
     args = p.parse_args()
     run_uvicorn(build_app(args), args)
 
