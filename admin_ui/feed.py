@@ -20,12 +20,15 @@ from typing import Any
 from admin_ui.audit import AuditLog
 from admin_ui.manager import ManagerLike, cluster_nodes
 from admin_ui.rates import RateMeter
-from wsplugin.events import Event
+from wsplugin.events import Event, EventKind
 
 logger = logging.getLogger("wsplugin.admin")
 
 Delta = dict[str, Any]
-STRUCTURAL = frozenset({"connected", "disconnected", "joined", "left", "kicked", "slow_close"})
+STRUCTURAL: frozenset[EventKind] = frozenset(
+    {"connected", "disconnected", "joined", "left", "kicked", "slow_close"}
+)
+"""The kinds after which the connections and rooms tables change."""
 RATE_KEYS = ("messages_in", "messages_out", "bytes_out")
 
 
