@@ -82,17 +82,6 @@ class EventItem(BaseModel):
     node: str
 
 
-class AuditItem(BaseModel):
-    seq: int
-    time: float
-    actor: str
-    role: str
-    action: str
-    target: str
-    detail: str
-    result: str
-
-
 class Me(BaseModel):
     name: str
     role: str
