@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from admin_ui import views
-from admin_ui.audit import shorten
+from admin_ui.audit import AuditEntry, shorten
 from admin_ui.auth import Principal
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency
@@ -17,7 +17,6 @@ from admin_ui.schemas import (
     READ_ERRORS,
     ROOM_NAME,
     ActionResult,
-    AuditItem,
     BroadcastRequest,
     ConnectionPage,
     EventItem,
@@ -121,10 +120,10 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
         """The event log, newest first (bounded)."""
         return ctx.feed.events_newest(limit)
 
-    @router.get(**read_route("/audit", list[AuditItem], dependencies=seen))
-    async def audit(limit: int = Limit) -> list[dict[str, Any]]:
+    @router.get(**read_route("/audit", list[AuditEntry], dependencies=seen))
+    async def audit(limit: int = Limit) -> list[AuditEntry]:
         """The audit log of operator actions, newest first (bounded)."""
-        return [entry.to_dict() for entry in ctx.audit.newest(limit)]
+        return ctx.audit.newest(limit)
 
 
 def _actions(router: APIRouter, ctx: AdminContext, operator: PrincipalDependency) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from admin_ui.auth import Principal
@@ -17,14 +17,16 @@ DETAIL_LIMIT = 200
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One audited action: who (actor, role), what (action), to whom (target), and how it went."""
+
     seq: int
+    time: float
     actor: str
     role: str
     action: str
     target: str
     detail: str
     result: str
-    time: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +46,14 @@ class AuditLog:
     ) -> AuditEntry:
         self.seq += 1
         entry = AuditEntry(
-            self.seq, who.name, who.role, action, target, shorten(detail), result
+            seq=self.seq,
+            time=time.time(),
+            actor=who.name,
+            role=who.role,
+            action=action,
+            target=target,
+            detail=shorten(detail),
+            result=result,
         )
         self.entries.append(entry)
         logger.info(

@@ -1,4 +1,7 @@
-"""Everything one mounted dashboard shares: the manager, the feed, auth and templates."""
+"""Everything one dashboard shares: the manager, the feed, auth and templates.
+
+Not where it is mounted: each page reads that from its request (``admin_ui.urls``).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from admin_ui.throttle import Throttle
 @dataclass(eq=False)
 class AdminContext:
     manager: ManagerLike
-    path: str  # where it is mounted, without a trailing slash: "/ws-admin"
     auth: AdminAuth
     sessions: Sessions
     audit: AuditLog
@@ -25,6 +27,3 @@ class AdminContext:
     templates: Jinja2Templates
     generated_token: str | None = None
     throttle: Throttle = field(default_factory=Throttle)
-
-    def url(self, suffix: str = "/") -> str:
-        return self.path + suffix

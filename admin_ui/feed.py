@@ -13,19 +13,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from admin_ui.audit import AuditLog
 from admin_ui.manager import ManagerLike, cluster_nodes
 from admin_ui.rates import RateMeter
-from wsplugin.events import Event
+from wsplugin.events import Event, EventKind
 
 logger = logging.getLogger("wsplugin.admin")
 
 Delta = dict[str, Any]
-STRUCTURAL = frozenset({"connected", "disconnected", "joined", "left", "kicked", "slow_close"})
+STRUCTURAL: frozenset[EventKind] = frozenset(
+    {"connected", "disconnected", "joined", "left", "kicked", "slow_close"}
+)
+"""The kinds after which the connections and rooms tables change."""
 RATE_KEYS = ("messages_in", "messages_out", "bytes_out")
 
 
@@ -78,7 +81,8 @@ class Feed:
         self._ticks = 0
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
-        self.unsubscribe = manager.events.subscribe(self._on_event)
+        self._unsubscribe: Callable[[], None] | None = None
+        self._listen()
 
     # -- the event callback: cheap and synchronous --------------------------------------
 
@@ -146,8 +150,30 @@ class Feed:
             except asyncio.QueueFull:
                 subscriber.stale = True
 
+    # -- the lifespan: listening from creation (or the app's start) to the app's end ------
+
+    def _listen(self) -> None:
+        if self._unsubscribe is None:
+            self._unsubscribe = self.manager.events.subscribe(self._on_event)
+
+    @property
+    def listening(self) -> bool:
+        return self._unsubscribe is not None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The app's lifespan step (see ``mount_admin``): stopped when the app stops."""
+        self._listen()  # again, if an earlier lifespan of the same app stopped it
+        try:
+            yield
+        finally:
+            await self.stop()
+
     async def stop(self) -> None:
-        self.unsubscribe()
+        """Stop listening to the manager's events and stop the sampler."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

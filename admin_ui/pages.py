@@ -15,6 +15,7 @@ from admin_ui.dependencies import PrincipalDependency, authenticate
 from admin_ui.guard import Throttled, client_address, guarded
 from admin_ui.security import SecureRoute, check_same_origin
 from admin_ui.sessions import COOKIE
+from admin_ui.urls import admin_base
 
 STATIC = Path(__file__).parent / "static"
 JS = "text/javascript"
@@ -54,10 +55,11 @@ def _dashboard(router: APIRouter, ctx: AdminContext, maybe: MaybePrincipal) -> N
     async def dashboard(
         request: Request, who: Annotated[Principal | None, Depends(maybe)]
     ) -> Response:
+        base = admin_base(request, "/")
         if who is None:
-            return RedirectResponse(ctx.url("/login"), 303)
+            return RedirectResponse(base + "/login", 303)
         context = {
-            "base": ctx.path,
+            "base": base,
             "who": who,
             "csrf": ctx.sessions.csrf_token(who),
             "node": ctx.manager.node_id,
@@ -74,7 +76,7 @@ def _login_form(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     context = {
-        "base": ctx.path,
+        "base": admin_base(request, "/login"),
         "error": error,
         "tokens": any(isinstance(c, str) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
         "passwords": any(isinstance(c, tuple) for c in (*ctx.auth.operators, *ctx.auth.viewers)),
@@ -87,12 +89,13 @@ def _login_form(
 def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
     how = "with a token" if who.via == "bearer" else "with a password"
     ctx.audit.record(who, "login", who.name, how)
-    response = RedirectResponse(ctx.url("/"), 303)
+    base = admin_base(request, "/login")
+    response = RedirectResponse(base + "/", 303)
     response.set_cookie(
         COOKIE,
         ctx.sessions.issue(who),
         max_age=int(ctx.sessions.lifetime),
-        path=ctx.path,
+        path=base,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -116,7 +119,7 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
     @router.get("/login")
     async def login_page(request: Request) -> Response:
         if not ctx.auth.uses_credentials:
-            return RedirectResponse(ctx.url("/"), 303)
+            return RedirectResponse(admin_base(request, "/login") + "/", 303)
         if "token" in request.query_params:
             logger.warning("wsplugin admin: refused a token in the query string of %s (from %s)",
                            request.url.path, client_address(request))
@@ -127,7 +130,7 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
     async def login(request: Request) -> Response:
         check_same_origin(request)
         if not ctx.auth.uses_credentials:
-            return RedirectResponse(ctx.url("/"), 303)
+            return RedirectResponse(admin_base(request, "/login") + "/", 303)
         try:
             who = _check_form(ctx, request, await request.form())
         except Throttled as throttled:
@@ -140,8 +143,9 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         check_same_origin(request)
-        response = RedirectResponse(ctx.url("/login"), 303)
-        response.delete_cookie(COOKIE, path=ctx.path, httponly=True, samesite="strict")
+        base = admin_base(request, "/logout")
+        response = RedirectResponse(base + "/login", 303)
+        response.delete_cookie(COOKIE, path=base, httponly=True, samesite="strict")
         return response
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from wsplugin.events import EventKind
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import ROOM_PATTERN
 
@@ -73,23 +74,12 @@ class Overview(BaseModel):
 class EventItem(BaseModel):
     seq: int
     time: float
-    kind: str
+    kind: EventKind
     connection_id: str | None
     room: str | None
     identity: str | None
     detail: str
     node: str
-
-
-class AuditItem(BaseModel):
-    seq: int
-    time: float
-    actor: str
-    role: str
-    action: str
-    target: str
-    detail: str
-    result: str
 
 
 class Me(BaseModel):

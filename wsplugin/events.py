@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 logger = logging.getLogger("wsplugin.events")
 
@@ -25,6 +25,8 @@ EventKind = Literal[
     "dropped",  # messages were dropped for a connection (drop_oldest policy)
     "health",  # the broker's health changed (detail: status)
 ]
+EVENT_KINDS: frozenset[EventKind] = frozenset(get_args(EventKind))
+"""Every kind, for checking one that arrives from elsewhere (another node, a client)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,24 +17,11 @@ from typing import Any
 
 from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError
-from wsplugin.events import Event, EventBus, relay
+from wsplugin.events import EVENT_KINDS, Event, EventBus, relay
 
 logger = logging.getLogger("wsplugin.redis")
 
 Publish = Callable[[str, bytes], Awaitable[int]]
-_KINDS = frozenset(
-    {
-        "connected",
-        "disconnected",
-        "joined",
-        "left",
-        "kicked",
-        "broadcast",
-        "slow_close",
-        "dropped",
-        "health",
-    }
-)
 
 
 def event_row(event: Event, node: str) -> list[Any]:
@@ -50,7 +37,7 @@ def event_row(event: Event, node: str) -> list[Any]:
 
 
 def event_from_row(row: Any) -> Event | None:
-    if not isinstance(row, list) or len(row) != 7 or row[0] not in _KINDS:
+    if not isinstance(row, list) or len(row) != 7 or row[0] not in EVENT_KINDS:
         return None
     kind, connection_id, room, identity, detail, node, at = row
     return Event(kind, connection_id, room, identity, str(detail), str(node), float(at))
