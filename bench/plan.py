@@ -29,6 +29,9 @@ SERVERS: dict[str, ServerSpec] = {
     # compression=False: deflate-offering clients get uncompressed frames (issue 10).
     "wsplugin_nocompress": ServerSpec("wsplugin_server.py", "envelope",
                                       args=("--compression", "false")),
+    # The ASGI path, where no fast path applies (issue 10): uvicorn's wsproto protocol.
+    "naive_wsproto": ServerSpec("naive.py", "raw", args=("--ws", "wsproto")),
+    "wsplugin_wsproto": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "wsproto")),
     # Not in the default set: the admin dashboard mounted (issue 4 measures its overhead).
     "wsplugin_admin": ServerSpec("wsplugin_server.py", "envelope", args=("--admin",)),
 }

@@ -23,12 +23,12 @@ from tests.servers import (
     Server,
     closed_with,
     open_client,
-    recv_type,
     running,
     server_pings,
     shutdown_close,
     stalled_client,
 )
+from tests.ws_helpers import recv_type
 
 WARNING = 'backend="redis://..."'
 

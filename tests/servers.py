@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support import ROOT, free_port, wait_port
+from tests.ws_helpers import recv_json
 
 APP = "tests.apps.servers_app:app"
 
@@ -120,19 +121,6 @@ def running(
     finally:
         if proc.poll() is None:
             server.terminate()
-
-
-async def recv_json(ws: ClientConnection, seconds: float = 5.0) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
-    return frame
-
-
-async def recv_type(ws: ClientConnection, kind: str, seconds: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        frame = await recv_json(ws, max(0.01, deadline - time.monotonic()))
-        if frame["type"] == kind:
-            return frame
 
 
 async def open_client(server: Server, room: str, **kwargs: Any) -> tuple[ClientConnection, str]:

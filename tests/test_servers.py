@@ -18,11 +18,11 @@ from tests.servers import (
     Server,
     closed_with,
     open_client,
-    recv_type,
     running,
     shutdown_close,
     stalled_client,
 )
+from tests.ws_helpers import recv_type
 
 pytestmark = pytest.mark.slow
 

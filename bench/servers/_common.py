@@ -38,6 +38,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--sndbuf", type=int, default=SNDBUF, help="SO_SNDBUF of every socket, 0 = OS")
+    p.add_argument("--ws", default=UVICORN_SETTINGS["ws"],
+                   help="uvicorn's websocket protocol (wsproto: no fast path applies)")
     return p
 
 
@@ -69,7 +71,7 @@ def run_uvicorn(app: Any, args: argparse.Namespace) -> None:
 
     raise_fd_limit()
     sock = listen_socket(args.host, args.port, args.sndbuf)
-    config = uvicorn.Config(app, **UVICORN_SETTINGS)
+    config = uvicorn.Config(app, **{**UVICORN_SETTINGS, "ws": args.ws})
     uvicorn.Server(config).run(sockets=[sock])
 
 
