@@ -69,7 +69,8 @@ def closed_deflate(n: int, duration: float, reps: int, warmup: float = 1.0) -> C
     return Case(f"closed_n{n}_deflate", scenario, reps, DEFLATE_SERVERS)
 
 
-DEFLATE_SERVERS = ("raw", "naive", "wsplugin", "wsplugin_nocompress")
+DEFLATE_SERVERS = ("raw", "naive", "wsplugin", "wsplugin_nocompress", "naive_wsproto",
+                   "wsplugin_wsproto")
 
 
 def latency(n: int, rate: float, duration: float, reps: int) -> Case:
