@@ -29,9 +29,16 @@ SERVERS: dict[str, ServerSpec] = {
     # compression=False: deflate-offering clients get uncompressed frames (issue 10).
     "wsplugin_nocompress": ServerSpec("wsplugin_server.py", "envelope",
                                       args=("--compression", "false")),
-    # The ASGI path, where no fast path applies (issue 10): uvicorn's wsproto protocol.
+    # uvicorn's other sans-I/O protocol (issue 10): wsproto, which has a fast path too.
     "naive_wsproto": ServerSpec("naive.py", "raw", args=("--ws", "wsproto")),
     "wsplugin_wsproto": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "wsproto")),
+    # The ASGI path, where no fast path applies (issue 10): hypercorn, and uvicorn's legacy
+    # websockets protocol; each server compresses per recipient.
+    "naive_hypercorn": ServerSpec("naive.py", "raw", args=("--server", "hypercorn")),
+    "wsplugin_hypercorn": ServerSpec("wsplugin_server.py", "envelope",
+                                     args=("--server", "hypercorn")),
+    "naive_legacy": ServerSpec("naive.py", "raw", args=("--ws", "websockets")),
+    "wsplugin_legacy": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "websockets")),
     # Not in the default set: the admin dashboard mounted (issue 4 measures its overhead).
     "wsplugin_admin": ServerSpec("wsplugin_server.py", "envelope", args=("--admin",)),
 }
@@ -70,7 +77,8 @@ def closed_deflate(n: int, duration: float, reps: int, warmup: float = 1.0) -> C
 
 
 DEFLATE_SERVERS = ("raw", "naive", "wsplugin", "wsplugin_nocompress", "naive_wsproto",
-                   "wsplugin_wsproto")
+                   "wsplugin_wsproto", "naive_hypercorn", "wsplugin_hypercorn", "naive_legacy",
+                   "wsplugin_legacy")
 
 
 def latency(n: int, rate: float, duration: float, reps: int) -> Case:

@@ -83,13 +83,20 @@ class Table:
                 ratios.append(value / ref)
         return statistics.median(ratios) if ratios else None
 
+    def naive_of(self, server: str) -> str:
+        """The naive manager on the same server: ``naive_hypercorn`` for
+        ``wsplugin_hypercorn`` when it ran in this case, else ``naive``."""
+        _, _, variant = server.partition("_")
+        same = f"naive_{variant}"
+        return same if variant and same in self.by else "naive"
+
     def ratio_cell(self, server: str, other: str, getter: Getter) -> str:
         value = self.ratio(server, other, getter)
         return "-" if value is None else f"{value:.2f}"
 
 
 def throughput_lines(table: Table, metric: Getter, title: str, digits: int = 0) -> list[str]:
-    """Median, spread, x raw, x naive, and the CPU of both processes."""
+    """Median, spread, x raw, x naive (on the same server), and the CPU of both processes."""
     head = f"| server | {title} | spread | x raw | x naive | p99 ms | server CPU | loadgen CPU |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for server in table.servers:
@@ -97,7 +104,7 @@ def throughput_lines(table: Table, metric: Getter, title: str, digits: int = 0) 
         lines.append(
             f"| {server} | {fmt(median(values), digits)} | {spread(values)} "
             f"| {table.ratio_cell(server, table.baseline, metric)} "
-            f"| {table.ratio_cell(server, 'naive', metric)} "
+            f"| {table.ratio_cell(server, table.naive_of(server), metric)} "
             f"| {fmt(median(table.values(server, get('latency.p99_ms'))), 1)} "
             f"| {fmt(median(table.values(server, get('server_cpu'))), 2)} "
             f"| {fmt(max(table.values(server, get('loadgen_cpu')), default=None), 2)} |"

@@ -27,17 +27,21 @@ from websockets.frames import Frame, Opcode
 
 from tests.support import ThreadServer
 from tests.ws_helpers import (
+    UVICORN_WS,
     make_app,
     on_server,
     open_client,
     recv_json,
     send_json,
     serve,
+    uvicorn_ws,
     wait_until,
 )
 from wsplugin import WebSocketManager, _deflate
 from wsplugin._fastpath import UvicornWriter
 from wsplugin.config import build_settings
+
+__all__ = ["uvicorn_ws"]  # the fixture
 
 SIZES = (1, 63, 64, 100, 125, 126, 1000, 4095, 4096, 65535, 65536, 70000, 200000)
 ECHO: dict[str, Any] = {"on_message": lambda conn, room, data: data}  # client publishing allowed
@@ -121,33 +125,33 @@ def test_a_shared_frame_inflates_in_any_context(bits: int) -> None:
 
 
 # ---------------------------------------------------------------- real clients
-async def test_every_window_size_and_plain_clients_get_every_message() -> None:
-    with serve(**ECHO) as (server, manager):
-        clients = [await open_client(server, "r") for _ in range(10)]  # uvicorn's 12 bits
+async def test_every_window_size_and_plain_clients_get_every_message(uvicorn_ws: str) -> None:
+    with serve(ws=uvicorn_ws, **ECHO) as (server, manager):
+        clients = [await open_client(server, "r") for _ in range(10)]  # uvicorn's bits
         clients += [await open_client(server, "r", extensions=[window(bits)])
                     for bits in (9, 10, 10, 11)]
         clients += [await open_client(server, "r", compression=None) for _ in range(5)]
         keys = [writer_key(manager, conn_id) for _, conn_id in clients]
-        assert keys[:10] == [f"{_deflate.FRAME_KEY_PREFIX}12"] * 10
+        assert keys[:10] == [f"{_deflate.FRAME_KEY_PREFIX}{UVICORN_WS[uvicorn_ws]}"] * 10
         assert keys[10:14] == [f"{_deflate.FRAME_KEY_PREFIX}{b}" for b in (9, 10, 10, 11)]
-        spies = [Spy(ws) for ws, _ in clients[:14]]
+        spies = [Spy(client) for client, _ in clients[:14]]
         sent = list(payloads())
         for data in sent:
             await on_server(server, manager.broadcast("r", data))
-        for ws, _ in clients:
+        for client, _ in clients:
             for data in sent:
-                await expect_data(ws, data)
+                await expect_data(client, data)
         for spy in spies:
             assert len(spy.rsv1) == len(sent)
             assert sum(spy.rsv1) >= len(SIZES) * 2  # the repetitive ones at least
-        for ws, _ in clients:
-            await ws.close()
+        for client, _ in clients:
+            await client.close()
         assert manager.counters.dropped == 0
 
 
-async def test_replies_errors_publishes_and_broadcasts_interleave() -> None:
+async def test_replies_errors_publishes_and_broadcasts_interleave(uvicorn_ws: str) -> None:
     rng = random.Random(3)
-    with serve(**ECHO) as (server, manager):
+    with serve(ws=uvicorn_ws, **ECHO) as (server, manager):
         ws, _ = await open_client(server, "r", extensions=[window(10)])
         spy = Spy(ws)
         texts = [d for d in payloads() if isinstance(d, str) and len(d) <= 60000]
@@ -217,9 +221,11 @@ async def user_route_client(server: ThreadServer, manager: WebSocketManager) -> 
     return ws
 
 
-async def test_direct_sends_in_a_user_route_interleave_with_shared_frames() -> None:
+async def test_direct_sends_in_a_user_route_interleave_with_shared_frames(
+    uvicorn_ws: str,
+) -> None:
     app, manager = direct_send_app()
-    with ThreadServer(app) as server:
+    with ThreadServer(app, ws=uvicorn_ws) as server:
         ws = await user_route_client(server, manager)
         spy = Spy(ws)
         await direct_and_shared(server, manager, ws, rounds=20)
@@ -230,14 +236,14 @@ async def test_direct_sends_in_a_user_route_interleave_with_shared_frames() -> N
 
 
 async def test_without_the_switch_uvicorns_frames_would_not_inflate(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, uvicorn_ws: str,
 ) -> None:
     """The catch is real: with uvicorn's compressor left on context takeover, its next
     frame after a shared one points into the wrong history."""
-    monkeypatch.setattr(_deflate, "share_compression",
-                        lambda extension, bits: _deflate.encoder(bits))
+    monkeypatch.setattr(_deflate.Library, "share",
+                        lambda self, extension, bits: _deflate.encoder(bits))
     app, manager = direct_send_app()
-    with ThreadServer(app) as server:
+    with ThreadServer(app, ws=uvicorn_ws) as server:
         ws = await user_route_client(server, manager)
         # garbage (the inflated text holds pieces of a broadcast) or an inflate error
         with pytest.raises((AssertionError, ConnectionClosed)):
@@ -245,11 +251,10 @@ async def test_without_the_switch_uvicorns_frames_would_not_inflate(
         await ws.close()
 
 
-async def test_a_paused_connection_inflates_everything_in_order() -> None:
+async def test_a_paused_connection_inflates_everything_in_order(uvicorn_ws: str) -> None:
     rng = random.Random(11)
-    with serve(sndbuf=16384, max_queue_messages=5000, max_queue_bytes=64 * 2**20, **ECHO) as (
-        server, manager,
-    ):
+    with serve(sndbuf=16384, ws=uvicorn_ws, max_queue_messages=5000,
+               max_queue_bytes=64 * 2**20, **ECHO) as (server, manager):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
@@ -273,8 +278,10 @@ async def test_a_paused_connection_inflates_everything_in_order() -> None:
         await ws.close()
 
 
-async def test_compression_false_sends_plain_frames_to_compressed_connections() -> None:
-    with serve(compression=False, **ECHO) as (server, manager):
+async def test_compression_false_sends_plain_frames_to_compressed_connections(
+    uvicorn_ws: str,
+) -> None:
+    with serve(ws=uvicorn_ws, compression=False, **ECHO) as (server, manager):
         ws, conn_id = await open_client(server, "r")
         assert writer_key(manager, conn_id) == "wsplugin.frame"
         spy = Spy(ws)
@@ -352,7 +359,7 @@ def checked(data: str | bytes, n: int) -> str | bytes | dict[str, Any]:
 @pytest.mark.browser
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
-async def test_chromium_inflates_every_frame() -> None:
+async def test_chromium_inflates_every_frame(uvicorn_ws: str) -> None:
     """The page's own WebSocket checks every message's length and checksum in JS, on the
     managed route and on a user route whose code sends directly, all interleaved. (With
     the context-takeover switch removed from wsplugin/_deflate.py, Chromium fails the
@@ -364,7 +371,7 @@ async def test_chromium_inflates_every_frame() -> None:
     echoes = [json.dumps(checked("".join(random.Random(n).choices(string.ascii_letters + "é",
                                                                   k=n * 37)), -n))
               for n in range(1, 80)]
-    with ThreadServer(app) as server:
+    with ThreadServer(app, ws=uvicorn_ws) as server:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=CHROMIUM,
@@ -385,7 +392,7 @@ async def test_chromium_inflates_every_frame() -> None:
 
                 await wait_until(joined, what="both sockets to join")
                 keys = {writer_key(manager, conn_id) for conn_id in manager.hub.connections}
-                assert keys == {f"{_deflate.FRAME_KEY_PREFIX}12"}  # uvicorn offers 12 bits
+                assert keys == {f"{_deflate.FRAME_KEY_PREFIX}{UVICORN_WS[uvicorn_ws]}"}
                 send_echoes = page.evaluate(
                     "(texts) => texts.forEach((t, i) => { own.ws.send(t);"
                     " managed.ws.send(JSON.stringify({type: 'publish', data: JSON.parse(t)}));"

@@ -13,9 +13,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from tests.support import ThreadServer
-from tests.ws_helpers import make_app, on_server, open_client, recv_json, serve, wait_until
+from tests.ws_helpers import (
+    make_app,
+    on_server,
+    open_client,
+    recv_json,
+    serve,
+    uvicorn_ws,
+    wait_until,
+)
 from wsplugin._fastpath import FRAME_KEY, UvicornWriter, encode_frame
 from wsplugin.connection import Connection
+
+__all__ = ["uvicorn_ws"]  # the fixture: the real-server tests run under both protocols
 
 
 def fast(conn: Connection) -> bool:
@@ -39,8 +49,10 @@ def test_binary_frames_match_the_websockets_library(size: int) -> None:
     assert encode_frame({"type": "websocket.send", "bytes": data}) == expected
 
 
-async def test_plain_and_compressed_connections_both_take_the_fast_path() -> None:
-    with serve() as (server, manager):
+async def test_plain_and_compressed_connections_both_take_the_fast_path(
+    uvicorn_ws: str,
+) -> None:
+    with serve(ws=uvicorn_ws) as (server, manager):
         plain, plain_id = await open_client(server, "r", compression=None)
         deflate, deflate_id = await open_client(server, "r")  # negotiates permessage-deflate
         assert fast(manager.hub.connections[plain_id])
@@ -57,11 +69,10 @@ async def test_plain_and_compressed_connections_both_take_the_fast_path() -> Non
         await deflate.close()
 
 
-async def test_order_survives_back_pressure() -> None:
+async def test_order_survives_back_pressure(uvicorn_ws: str) -> None:
     """Fast writes, then a paused transport (queue and writer task), then fast writes again."""
-    with serve(sndbuf=16384, max_queue_messages=5000, max_queue_bytes=64 * 2**20) as (
-        server, manager,
-    ):
+    with serve(sndbuf=16384, ws=uvicorn_ws, max_queue_messages=5000,
+               max_queue_bytes=64 * 2**20) as (server, manager):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
@@ -82,8 +93,10 @@ async def test_order_survives_back_pressure() -> None:
         await ws.close()
 
 
-async def test_a_message_sent_just_before_a_kick_arrives_before_the_close() -> None:
-    with serve() as (server, manager):
+async def test_a_message_sent_just_before_a_kick_arrives_before_the_close(
+    uvicorn_ws: str,
+) -> None:
+    with serve(ws=uvicorn_ws) as (server, manager):
         ws, conn_id = await open_client(server, "r", compression=None)
         assert fast(manager.hub.connections[conn_id])
 
@@ -101,7 +114,7 @@ async def test_a_message_sent_just_before_a_kick_arrives_before_the_close() -> N
         assert manager.counters.dropped == 0
 
 
-async def test_user_owned_routes_use_the_fast_path_too() -> None:
+async def test_user_owned_routes_use_the_fast_path_too(uvicorn_ws: str) -> None:
     app, manager = make_app()
     seen: list[bool] = []
 
@@ -112,7 +125,7 @@ async def test_user_owned_routes_use_the_fast_path_too() -> None:
             async for _ in conn:
                 pass
 
-    with ThreadServer(app) as server:
+    with ThreadServer(app, ws=uvicorn_ws) as server:
         ws = await connect(f"{server.ws_url}/own", compression=None)
         async def entered() -> bool:
             return bool(seen)

@@ -1,7 +1,7 @@
 """Canary: the uvicorn internals the fast path uses are still where it expects them.
 
-The fast path (``wsplugin/_fastpath.py``) writes to uvicorn's websockets-sansio protocol
-directly. When uvicorn renames or moves what it relies on, wsplugin falls back to the
+The fast path (``wsplugin/_fastpath.py``) writes to uvicorn's websockets-sansio and wsproto
+protocols directly. When uvicorn renames or moves what it relies on, wsplugin falls back to the
 ASGI ``send`` on its own (correct, but slower); this test is what tells us, by name.
 """
 
@@ -19,33 +19,45 @@ from websockets.asyncio.client import connect
 from tests.support import ThreadServer
 from tests.ws_helpers import wait_until
 from wsplugin import install_ws_manager
-from wsplugin._deflate import negotiated_bits
 from wsplugin._fastpath import (
     DIRECT_KEY,
+    PROTOCOLS,
     RAW_SEND_KEY,
     SANSIO_MODULE,
+    WSPROTO_MODULE,
+    Flavour,
     UvicornWriter,
     check_protocol,
 )
 
 HINT = f"(uvicorn {uvicorn.__version__}): update wsplugin/_fastpath.py or pin uvicorn"
+# uvicorn's ``ws`` setting, its module, its class, and the window bits uvicorn negotiates
+# with a client that offers permessage-deflate without asking for a window size.
+SERVED = [
+    pytest.param("websockets-sansio", SANSIO_MODULE, "WebSocketsSansIOProtocol", 12,
+                 id="websockets-sansio"),
+    pytest.param("wsproto", WSPROTO_MODULE, "WSProtocol", 15, id="wsproto"),
+]
 
 
-def test_the_sansio_protocol_module_exists() -> None:
+@pytest.mark.parametrize(("ws", "module_name", "class_name", "bits"), SERVED)
+def test_the_protocol_module_exists(ws: str, module_name: str, class_name: str,
+                                    bits: int) -> None:
     try:
-        module = importlib.import_module(SANSIO_MODULE)
+        module = importlib.import_module(module_name)
     except ImportError as exc:  # pragma: no cover - only when uvicorn moved it
-        pytest.fail(f"uvicorn no longer has {SANSIO_MODULE} {HINT}: {exc}")
-    protocol = getattr(module, "WebSocketsSansIOProtocol", None)
-    assert protocol is not None, f"{SANSIO_MODULE}.WebSocketsSansIOProtocol is gone {HINT}"
+        pytest.fail(f"uvicorn no longer has {module_name} {HINT}: {exc}")
+    protocol = getattr(module, class_name, None)
+    assert protocol is not None, f"{module_name}.{class_name} is gone {HINT}"
     assert inspect.iscoroutinefunction(getattr(protocol, "send", None)), (
-        f"WebSocketsSansIOProtocol.send is no longer a coroutine method {HINT}")
+        f"{class_name}.send is no longer a coroutine method {HINT}")
 
 
-def test_websockets_state_open_exists() -> None:
-    protocol = pytest.importorskip("websockets.protocol")
-    assert hasattr(getattr(protocol, "State", None), "OPEN"), (
-        f"websockets.protocol.State.OPEN is gone {HINT}")
+@pytest.mark.parametrize("module_name", [SANSIO_MODULE, WSPROTO_MODULE])
+def test_the_open_state_exists(module_name: str) -> None:
+    flavour = PROTOCOLS[module_name]
+    assert flavour.open_state is not None, (
+        f"{flavour.library.name}'s OPEN connection state is gone {HINT}")
 
 
 def test_uvicorn_picks_the_sansio_protocol_by_default() -> None:
@@ -56,7 +68,10 @@ def test_uvicorn_picks_the_sansio_protocol_by_default() -> None:
         f"servers started without ws='websockets-sansio' lose the fast path {HINT}")
 
 
-async def test_a_live_connection_has_every_attribute_the_fast_path_uses() -> None:
+@pytest.mark.parametrize(("ws", "module_name", "class_name", "bits"), SERVED)
+async def test_a_live_connection_has_every_attribute_the_fast_path_uses(
+    ws: str, module_name: str, class_name: str, bits: int,
+) -> None:
     app = FastAPI()
     manager = install_ws_manager(app, backend="memory://", admin_path=None)
     seen: dict[str, Any] = {}
@@ -68,29 +83,33 @@ async def test_a_live_connection_has_every_attribute_the_fast_path_uses() -> Non
         seen["module"] = type(protocol).__module__
         seen["direct"] = websocket.scope.get(DIRECT_KEY)
         async with manager.connect(websocket) as conn:
-            seen["missing"] = check_protocol(protocol)
+            seen["missing"] = check_protocol(protocol, PROTOCOLS[module_name])
             seen["writer"] = type(conn.connection.frames).__name__
             async for _ in conn:
                 pass
 
-    with ThreadServer(app, ws="websockets-sansio") as server:
-        ws = await connect(f"{server.ws_url}/probe", compression=None)
+    with ThreadServer(app, ws=ws) as server:
+        client = await connect(f"{server.ws_url}/probe", compression=None)
 
         async def entered() -> bool:
             return "writer" in seen
 
         await wait_until(entered, what="the route to open its connection")
-        await ws.close()
-    assert seen["module"] == SANSIO_MODULE, f"the server's send is {seen['module']} {HINT}"
+        await client.close()
+    assert seen["module"] == module_name, f"the server's send is {seen['module']} {HINT}"
     assert seen["direct"] is True, "wsplugin's send probe did not run (middleware stack)"
     assert seen["missing"] is None, f"uvicorn no longer has {seen['missing']} {HINT}"
     assert seen["writer"] == UvicornWriter.__name__, (
         f"a plain connection got {seen['writer']}, not the fast path {HINT}")
 
 
-async def test_a_deflate_connection_exposes_what_shared_compression_uses() -> None:
-    """uvicorn's negotiated extension is websockets' PerMessageDeflate, whose
-    ``local_no_context_takeover`` wsplugin switches on (see wsplugin/_deflate.py)."""
+@pytest.mark.parametrize(("ws", "module_name", "class_name", "bits"), SERVED)
+async def test_a_deflate_connection_exposes_what_shared_compression_uses(
+    ws: str, module_name: str, class_name: str, bits: int,
+) -> None:
+    """uvicorn's negotiated extension is the library's PerMessageDeflate, whose context
+    takeover switch wsplugin turns on (see wsplugin/_deflate.py)."""
+    flavour: Flavour = PROTOCOLS[module_name]
     app = FastAPI()
     manager = install_ws_manager(app, backend="memory://", admin_path=None)
     seen: dict[str, Any] = {}
@@ -98,22 +117,22 @@ async def test_a_deflate_connection_exposes_what_shared_compression_uses() -> No
     @app.websocket("/probe")
     async def probe(websocket: WebSocket) -> None:
         protocol: Any = getattr(websocket.scope.get(RAW_SEND_KEY), "__self__", None)
-        extensions = list(protocol.conn.extensions)
-        seen["bits"] = negotiated_bits(extensions)
         async with manager.connect(websocket) as conn:
-            seen["switched"] = [e.local_no_context_takeover for e in extensions]
+            extensions = flavour.extensions(flavour.state_holder(protocol))
+            seen["bits"] = flavour.library.negotiated_bits(extensions)
+            seen["switched"] = [getattr(e, flavour.library.switch) for e in extensions]
             seen["writer"] = type(conn.connection.frames).__name__
             async for _ in conn:
                 pass
 
-    with ThreadServer(app, ws="websockets-sansio") as server:
-        ws = await connect(f"{server.ws_url}/probe")  # offers permessage-deflate
+    with ThreadServer(app, ws=ws) as server:
+        client = await connect(f"{server.ws_url}/probe")  # offers permessage-deflate
 
         async def entered() -> bool:
             return "writer" in seen
 
         await wait_until(entered, what="the route to open its connection")
-        await ws.close()
-    assert seen["bits"] == 12, f"uvicorn's permessage-deflate is now {seen['bits']!r} {HINT}"
+        await client.close()
+    assert seen["bits"] == bits, f"uvicorn's permessage-deflate is now {seen['bits']!r} {HINT}"
     assert seen["switched"] == [True]
     assert seen["writer"] == UvicornWriter.__name__

@@ -54,6 +54,25 @@ async def writer_of(server: ThreadServer, manager: Any, **client: Any) -> tuple[
     return ws, type(manager.hub.connections[conn_id].frames)
 
 
+def only_writer(manager: Any) -> Any:
+    (conn,) = manager.hub.connections.values()
+    return conn.frames
+
+
+async def test_uvicorns_wsproto_protocol_takes_the_fast_path_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "wsplugin")
+    app, manager = make_app()
+    with ThreadServer(app, ws="wsproto") as server:
+        ws, kind = await writer_of(server, manager)
+        assert kind is UvicornWriter
+        await on_server(server, manager.broadcast("r", {"n": 1}))
+        assert (await recv_json(ws))["data"] == {"n": 1}
+        await ws.close()
+    assert "websocket writes use the uvicorn wsproto fast path" in caplog.text
+
+
 async def test_plain_uvicorn_connections_take_the_fast_path(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -92,6 +111,11 @@ async def test_another_uvicorn_protocol_writes_through_asgi(
     with ThreadServer(app, ws="websockets") as server:
         ws, kind = await writer_of(server, manager)
         assert kind is ASGIWriter
+        frames = only_writer(manager)
+        # data frames skip the framework's send wrappers: the server's own send
+        assert type(frames.direct_send.__self__).__module__ == (
+            "uvicorn.protocols.websockets.websockets_impl")
+        assert frames.send is not frames.direct_send  # the close frame: the framework's
         await on_server(server, manager.broadcast("r", {"n": 1}))
         assert (await recv_json(ws))["data"] == {"n": 1}
         await ws.close()
@@ -118,6 +142,7 @@ async def test_a_middleware_that_wraps_sends_keeps_seeing_every_frame(
     with ThreadServer(app) as server:
         ws, kind = await writer_of(server, manager)
         assert kind is ASGIWriter
+        assert only_writer(manager).direct_send is only_writer(manager).send  # the wrapped one
         for n in range(3):
             await on_server(server, manager.broadcast("r", {"n": n}))
         assert [(await recv_json(ws))["data"]["n"] for _ in range(3)] == [0, 1, 2]

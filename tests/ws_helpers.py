@@ -32,6 +32,17 @@ def make_app(**options: Any) -> tuple[FastAPI, WebSocketManager]:
     return app, install_ws_manager(app, **options)
 
 
+UVICORN_WS = {"websockets-sansio": 12, "wsproto": 15}
+"""uvicorn's sans-I/O websocket protocols (both take the fast path), and the window bits
+each negotiates with a client that offers permessage-deflate without asking for a size."""
+
+
+@pytest.fixture(params=sorted(UVICORN_WS))
+def uvicorn_ws(request: pytest.FixtureRequest) -> str:
+    """uvicorn's ``ws`` setting: a test that takes it runs under both protocols."""
+    return str(request.param)
+
+
 class SmallBufferServer(ThreadServer):
     """A ThreadServer whose accepted sockets have a fixed, small kernel send buffer.
 
@@ -61,14 +72,15 @@ class SmallBufferServer(ThreadServer):
 
 @contextlib.contextmanager
 def serve(
-    *, sndbuf: int | None = None, **options: Any
+    *, sndbuf: int | None = None, ws: str = "auto", **options: Any
 ) -> Iterator[tuple[ThreadServer, WebSocketManager]]:
     """A real uvicorn server on 127.0.0.1 running an app with a manager.
 
     ``sndbuf``: a fixed kernel send buffer for every accepted socket (see SmallBufferServer).
+    ``ws``: uvicorn's websocket protocol.
     """
     app, manager = make_app(**options)
-    server = ThreadServer(app) if sndbuf is None else SmallBufferServer(app, sndbuf)
+    server = ThreadServer(app, ws=ws) if sndbuf is None else SmallBufferServer(app, sndbuf, ws=ws)
     with server:
         yield server, manager
 

@@ -11,12 +11,14 @@ compressor"), and the fast path writes it like any other prebuilt frame.
 The catch is uvicorn's own compressor on the same connection (the frames it writes for a
 user route's ``websocket.send_text``, or anything else that takes the ASGI ``send``): it
 uses context takeover, so after the client has inflated frames it never saw, its
-back-references would point into the wrong history. :func:`deflate_variant` therefore
-turns context takeover off in the negotiated extension object itself
-(``local_no_context_takeover``): websockets then starts a fresh compressor for every
-message uvicorn sends, and every compressed frame of the connection, ours or uvicorn's,
-stands alone. ``tests/test_deflate.py`` shows both: interleavings that inflate with the
-switch, and the corrupted frame a client gets without it.
+back-references would point into the wrong history. Sharing therefore turns context
+takeover off in the negotiated extension object itself, for the library that serves the
+connection (:meth:`Library.share`): ``local_no_context_takeover`` in websockets,
+``server_no_context_takeover`` in wsproto. Both libraries read the
+flag at the end of every message they compress and then start a fresh compressor, so every
+compressed frame of the connection, ours or uvicorn's, stands alone.
+``tests/test_deflate.py`` shows both: interleavings that inflate with the switch, and the
+corrupted frame a client gets without it, under both uvicorn protocols.
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ import functools
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from wsplugin.types import ASGIMessage
 
 try:
     from websockets.extensions.permessage_deflate import PerMessageDeflate
-except ImportError:  # pragma: no cover - websockets is not installed: no fast path at all
+except ImportError:  # pragma: no cover - websockets is not installed
     PerMessageDeflate = None  # type: ignore[assignment,misc]
+
+try:
+    from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
+except ImportError:  # pragma: no cover - wsproto is not installed
+    WsprotoDeflate = None  # type: ignore[assignment,misc]
 
 MIN_SIZE = 100
 """Messages shorter than this (in bytes) go uncompressed: deflate saves a few bytes at best
@@ -87,25 +95,47 @@ def encoder(bits: int) -> tuple[str, Encoder]:
     return f"{FRAME_KEY_PREFIX}{bits}", functools.partial(deflate_frame, bits=bits)
 
 
-def negotiated_bits(extensions: list[Any]) -> int | str:
-    """The ``server_max_window_bits`` of a connection whose only extension is
-    permessage-deflate, or why its frames cannot be prebuilt (the ASGI path then)."""
-    if PerMessageDeflate is None or len(extensions) != 1 \
-            or type(extensions[0]) is not PerMessageDeflate:
-        names = ", ".join(type(extension).__name__ for extension in extensions)
-        return f"the connection negotiated extensions the fast path cannot frame ({names})"
-    extension = extensions[0]
-    bits = getattr(extension, "local_max_window_bits", None)
-    if not isinstance(bits, int) or not 9 <= bits <= 15 \
-            or not isinstance(getattr(extension, "local_no_context_takeover", None), bool):
-        return ("websockets' PerMessageDeflate changed (local_max_window_bits, "
-                "local_no_context_takeover are missing)")
-    return bits
+@dataclass(frozen=True)
+class Library:
+    """Where one websocket library keeps what was negotiated for permessage-deflate."""
+
+    name: str
+    deflate: type | None
+    """Its permessage-deflate extension class (``None``: the library is not installed)."""
+    bits: str
+    """The attribute holding the server's negotiated window bits."""
+    switch: str
+    """The attribute that turns context takeover off for what the server sends."""
+    fresh_at_start: bool
+    """True: the library makes a new compressor when a message starts (websockets); False:
+    when one ends (wsproto), so the compressor it holds now is dropped by :meth:`share`."""
+
+    def negotiated_bits(self, extensions: list[Any]) -> int | str:
+        """The window bits of a connection whose only negotiated extension is
+        permessage-deflate, ``0`` without extensions, or why its frames cannot be prebuilt
+        (the ASGI path then)."""
+        if not extensions:
+            return 0
+        if self.deflate is None or len(extensions) != 1 \
+                or type(extensions[0]) is not self.deflate:
+            names = ", ".join(type(extension).__name__ for extension in extensions)
+            return f"the connection negotiated extensions the fast path cannot frame ({names})"
+        bits = getattr(extensions[0], self.bits, None)
+        switch = getattr(extensions[0], self.switch, None)
+        if not isinstance(bits, int) or not 9 <= bits <= 15 or not isinstance(switch, bool):
+            return f"{self.name}'s PerMessageDeflate changed ({self.bits}, {self.switch})"
+        return bits
+
+    def share(self, extension: Any, bits: int) -> tuple[str, Encoder]:
+        """Make uvicorn's own compressor on this connection context-free (see the module
+        docstring) and return the cache key and encoder of the shared frames of ``bits``."""
+        setattr(extension, self.switch, True)
+        if not self.fresh_at_start:
+            extension._compressor = None
+        return encoder(bits)
 
 
-def share_compression(extension: Any, bits: int) -> tuple[str, Encoder]:
-    """Make uvicorn's own compressor on this connection context-free (see the module
-    docstring; websockets reads the flag at every message) and return the cache key and
-    encoder of the shared frames for its window size."""
-    extension.local_no_context_takeover = True
-    return encoder(bits)
+WEBSOCKETS = Library("websockets", PerMessageDeflate, "local_max_window_bits",
+                     "local_no_context_takeover", fresh_at_start=True)
+WSPROTO = Library("wsproto", WsprotoDeflate, "server_max_window_bits",
+                  "server_no_context_takeover", fresh_at_start=False)

@@ -66,18 +66,24 @@ class Resume:
 class ASGIWriter:
     """The :class:`~wsplugin.writer.FrameWriter` of any ASGI server: its own ``send``.
 
-    Nothing is held between calls: :meth:`flush` has nothing to do.
+    ``direct_send``, when given, is the server's own ``send`` for the data frames written
+    without waiting (the server's ``send`` captured outermost, when no middleware wraps
+    it: see :mod:`wsplugin._fastpath`), which saves the framework's wrappers per recipient;
+    everything else (the close frame, what waited in the queue) takes ``send``, the one the
+    framework tracks. Nothing is held between calls: :meth:`flush` has nothing to do.
     """
 
-    __slots__ = ("owner", "send")
+    __slots__ = ("direct_send", "owner", "send")
 
-    def __init__(self, owner: WriterOwner, send: ASGISend) -> None:
+    def __init__(self, owner: WriterOwner, send: ASGISend,
+                 direct_send: ASGISend | None = None) -> None:
         self.owner = owner
         self.send = send
+        self.direct_send = send if direct_send is None else direct_send
 
     def write(self, message: ASGIMessage, size: int, room: Room | None) -> Resume | None:
         """Send one message now: ``None`` once sent (and counted), or the suspended send."""
-        coro = self.send(message)
+        coro = self.direct_send(message)
         try:
             yielded = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
@@ -87,7 +93,7 @@ class ASGIWriter:
 
     def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
         """Like :meth:`write` for a frame carrying ``len(rooms)`` messages (coalesced)."""
-        coro = self.send(message)
+        coro = self.direct_send(message)
         try:
             yielded = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:

@@ -6,9 +6,10 @@ masked, so the bytes on the wire are the same for every recipient: build them on
 ``transport.write`` them. With permessage-deflate too: one frame compressed without context
 takeover is valid for every connection with the same window size (:mod:`wsplugin._deflate`).
 
-This applies only when the connection is served by uvicorn's ``websockets-sansio`` protocol
-(uvicorn's default when ``websockets`` is installed), negotiated no extension other than
-permessage-deflate, is open, and no middleware wraps its websocket sends.
+This applies only when the connection is served by one of uvicorn's two sans-I/O protocols,
+``websockets-sansio`` (uvicorn's default when ``websockets`` is installed) or ``wsproto``
+(:data:`PROTOCOLS`), negotiated no extension other than permessage-deflate, is open, and no
+middleware wraps its websocket sends.
 :func:`uvicorn_writer` checks all of it when the connection opens; anything else takes the
 ordinary ASGI ``send`` (:class:`~wsplugin._eager.ASGIWriter`). A frame written while the
 transport is paused waits in a task until it is writable again, and is then the same
@@ -25,8 +26,10 @@ ASGI path, so that middleware sees every frame, and a warning is logged once.
 
 from __future__ import annotations
 
+import inspect
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
@@ -47,6 +50,7 @@ DIRECT_KEY = "wsplugin.send_direct"
 """Set by the probe: True when the send reaching the app's routes is the server's own."""
 FRAME_KEY = "wsplugin.frame"
 SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
+WSPROTO_MODULE = "uvicorn.protocols.websockets.wsproto_impl"
 
 CORK_BYTES = 65536
 """Held frames are written at the end of the loop iteration, or once they reach this size."""
@@ -58,8 +62,57 @@ try:
     from websockets.protocol import State
 
     _OPEN: Any = State.OPEN
-except ImportError:  # pragma: no cover - websockets is not installed: no fast path
+except ImportError:  # pragma: no cover - websockets is not installed: no sansio fast path
     _OPEN = None
+
+try:
+    from wsproto.connection import ConnectionState
+
+    _WSPROTO_OPEN: Any = ConnectionState.OPEN
+except ImportError:  # pragma: no cover - wsproto is not installed: no wsproto fast path
+    _WSPROTO_OPEN = None
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between uvicorn's two sans-I/O protocols, for the fast path.
+
+    Both keep ``close_sent``, ``writable`` (an ``asyncio.Event``) and ``transport`` on the
+    protocol object; they differ in the object whose ``state`` says the websocket is open
+    and in where the negotiated extensions live.
+    """
+
+    name: str
+    library: _deflate.Library
+    open_state: Any
+    """The ``state`` value of an open websocket (``None``: the library is missing)."""
+    state_path: tuple[str, ...]
+    """Attributes from the protocol to the object with ``state``."""
+    extensions_path: tuple[str, ...]
+    """Attributes from that object to its list of extensions."""
+
+    def state_holder(self, protocol: Any) -> Any:
+        return _follow(protocol, self.state_path)
+
+    def extensions(self, holder: Any) -> list[Any]:
+        """The negotiated extensions (wsproto keeps the offered ones too, disabled)."""
+        found: list[Any] = _follow(holder, self.extensions_path)
+        if self.library is _deflate.WSPROTO:
+            return [extension for extension in found if extension.enabled()]
+        return found
+
+
+def _follow(start: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        start = getattr(start, name, None)
+    return start
+
+
+SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",))
+WSPROTO = Flavour("wsproto", _deflate.WSPROTO, _WSPROTO_OPEN, ("conn", "connection"),
+                  ("_proto", "extensions"))
+PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
+"""The uvicorn protocol modules the fast path writes for, by module name."""
 
 
 # ---------------------------------------------------------------- capturing the send
@@ -133,11 +186,11 @@ def encode_frame(message: ASGIMessage) -> bytes:
 
 
 # ---------------------------------------------------------------- choosing
-def check_protocol(protocol: Any) -> str | None:
+def check_protocol(protocol: Any, flavour: Flavour = SANSIO) -> str | None:
     """The first uvicorn internal the fast path uses that is missing, or ``None``."""
     name = type(protocol).__name__
-    if _OPEN is None:
-        return "websockets.protocol.State.OPEN (websockets is not importable)"
+    if flavour.open_state is None:
+        return f"{flavour.library.name} (not importable)"
     if not isinstance(getattr(protocol, "close_sent", None), bool):
         return f"{name}.close_sent (a bool)"
     if not callable(getattr(getattr(protocol, "writable", None), "is_set", None)):
@@ -146,11 +199,22 @@ def check_protocol(protocol: Any) -> str | None:
     for method in ("write", "is_closing"):
         if not callable(getattr(transport, method, None)):
             return f"{name}.transport.{method}()"
-    conn = getattr(protocol, "conn", None)
-    if not hasattr(conn, "state"):
-        return f"{name}.conn.state (websockets' ServerProtocol)"
-    if not isinstance(getattr(conn, "extensions", None), list):
-        return f"{name}.conn.extensions (a list)"
+    holder = flavour.state_holder(protocol)
+    where = ".".join((name, *flavour.state_path))
+    if not hasattr(holder, "state"):
+        return f"{where}.state ({flavour.library.name}' connection)"
+    if not isinstance(_follow(holder, flavour.extensions_path), list):
+        return f"{'.'.join((where, *flavour.extensions_path))} (a list)"
+    return None
+
+
+def server_send(scope: Any) -> ASGISend | None:
+    """The server's own ``send`` of this connection when no middleware wraps it and it is
+    a coroutine function (the ASGI writer steps the coroutine it returns; granian's is a
+    native awaitable, which the framework's wrapper turns into a coroutine)."""
+    send: ASGISend | None = scope.get(RAW_SEND_KEY)
+    if scope.get(DIRECT_KEY) is True and inspect.iscoroutinefunction(send):
+        return send
     return None
 
 
@@ -167,29 +231,32 @@ def uvicorn_writer(
         return None, "the app's middleware stack was built before install_ws_manager()"
     protocol: Any = getattr(raw_send, "__self__", None)
     module = type(protocol).__module__ if protocol is not None else type(raw_send).__module__
-    if module != SANSIO_MODULE:
-        return None, f"the server ({module}) is not uvicorn's websockets-sansio"
+    flavour = PROTOCOLS.get(module)
+    if flavour is None:
+        return None, f"the server ({module}) is not uvicorn's websockets-sansio or wsproto"
     if scope.get(DIRECT_KEY) is not True:
         return None, WRAPPED
-    missing = check_protocol(protocol)
+    missing = check_protocol(protocol, flavour)
     if missing is not None:
         return None, f"uvicorn's internals changed: {missing} is missing"
-    extensions = protocol.conn.extensions
-    bits = _deflate.negotiated_bits(extensions) if extensions else 0
+    holder = flavour.state_holder(protocol)
+    extensions = flavour.extensions(holder)
+    bits = flavour.library.negotiated_bits(extensions)
     if isinstance(bits, str):
         return None, bits
-    if (protocol.close_sent or protocol.conn.state is not _OPEN
+    if (protocol.close_sent or holder.state is not flavour.open_state
             or protocol.transport.is_closing()):
         return None, ""
-    writer = UvicornWriter(owner, send, protocol)
+    writer = UvicornWriter(owner, send, protocol, flavour)
     if bits and compression is not False:
-        writer.frame_key, writer.encode = _deflate.share_compression(extensions[0], bits)
+        writer.frame_key, writer.encode = flavour.library.share(extensions[0], bits)
     return writer, ""
 
 
 # ---------------------------------------------------------------- writing
 class UvicornWriter(ASGIWriter):
-    """Direct writes to one uvicorn websockets-sansio connection, corked per iteration.
+    """Direct writes to one uvicorn websockets-sansio or wsproto connection, corked per
+    iteration.
 
     Frames that arrive for the connection in one loop iteration (a burst of publishes read
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
@@ -203,15 +270,31 @@ class UvicornWriter(ASGIWriter):
     (compression) is the same class with another key and encoder.
     """
 
-    __slots__ = ("asgi_send", "encode", "frame_key", "held", "held_bytes", "held_extra",
-                 "held_room", "protocol", "state", "transport", "writable")
+    __slots__ = (
+        "asgi_send",
+        "encode",
+        "flavour",
+        "frame_key",
+        "held",
+        "held_bytes",
+        "held_extra",
+        "held_room",
+        "open",
+        "protocol",
+        "state",
+        "transport",
+        "writable",
+    )
 
-    def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any) -> None:
+    def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any,
+                 flavour: Flavour = SANSIO) -> None:
         super().__init__(owner, send)
         self.asgi_send = send
-        self.send = self.send_frame
+        self.send = self.direct_send = self.send_frame
         self.protocol = protocol
-        self.state = protocol.conn  # websockets' ServerProtocol: state and extensions
+        self.flavour = flavour
+        self.state = flavour.state_holder(protocol)  # its ``state`` is ``open`` while open
+        self.open = flavour.open_state
         self.transport = protocol.transport
         self.writable = protocol.writable
         self.frame_key = FRAME_KEY
@@ -223,7 +306,7 @@ class UvicornWriter(ASGIWriter):
 
     def write(self, message: ASGIMessage, size: int, room: Room | None) -> Resume | None:
         if (not self.writable.is_set() or self.protocol.close_sent
-                or self.state.state is not _OPEN or self.transport.is_closing()):
+                or self.state.state is not self.open or self.transport.is_closing()):
             return ASGIWriter.write(self, message, size, room)
         frame = message.get(self.frame_key)
         if frame is None:
@@ -246,7 +329,7 @@ class UvicornWriter(ASGIWriter):
 
     def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
         if (not self.writable.is_set() or self.protocol.close_sent
-                or self.state.state is not _OPEN or self.transport.is_closing()):
+                or self.state.state is not self.open or self.transport.is_closing()):
             return ASGIWriter.write_batch(self, message, size, rooms)
         frame = message.get(self.frame_key)
         self.transport.write(self.encode(message) if frame is None else frame)
@@ -259,7 +342,7 @@ class UvicornWriter(ASGIWriter):
         first = self.held
         if first is None:
             return True
-        if self.protocol.close_sent or self.state.state is not _OPEN \
+        if self.protocol.close_sent or self.state.state is not self.open \
                 or self.transport.is_closing():
             return False
         if self.held_extra is not None:
@@ -290,7 +373,7 @@ class UvicornWriter(ASGIWriter):
             await self.asgi_send(message)
             return
         await self.writable.wait()  # uvicorn sets it when the connection is lost, too
-        if (self.protocol.close_sent or self.state.state is not _OPEN
+        if (self.protocol.close_sent or self.state.state is not self.open
                 or self.transport.is_closing()):
             raise ConnectionError("websocket closed")
         frame = message.get(self.frame_key)

@@ -3,8 +3,8 @@
 Two writers exist. :class:`~wsplugin._eager.ASGIWriter` works with every ASGI server: it
 steps the server's ``send`` eagerly and hands it to a task when it suspends.
 :class:`~wsplugin._fastpath.UvicornWriter` (the *fast path*) writes a frame built once per
-message straight to the transport of a uvicorn ``websockets-sansio`` connection, and holds
-the frames of one loop iteration to write them in one go ("corking").
+message straight to the transport of a uvicorn ``websockets-sansio`` or ``wsproto``
+connection, and holds the frames of one loop iteration to write them in one go ("corking").
 
 :func:`choose_writer` picks one when the connection opens and never again. It checks, at
 that moment, every server attribute the fast path will use; on the first surprise (another
@@ -111,9 +111,10 @@ def choose_writer(
         return ASGIWriter(owner, send)
     writer, reason = _fastpath.uvicorn_writer(owner, send, scope, compression)
     if writer is not None:
-        _log_once(logging.INFO, "websocket writes use the uvicorn websockets-sansio fast path")
+        _log_once(logging.INFO, "websocket writes use the uvicorn %s fast path",
+                  writer.flavour.name)
         return writer
     if reason:
         level = logging.WARNING if reason is _fastpath.WRAPPED else logging.INFO
         _log_once(level, "websocket writes use the ASGI send: %s", reason)
-    return ASGIWriter(owner, send)
+    return ASGIWriter(owner, send, _fastpath.server_send(scope))

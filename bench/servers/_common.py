@@ -39,7 +39,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--sndbuf", type=int, default=SNDBUF, help="SO_SNDBUF of every socket, 0 = OS")
     p.add_argument("--ws", default=UVICORN_SETTINGS["ws"],
-                   help="uvicorn's websocket protocol (wsproto: no fast path applies)")
+                   help="uvicorn's websocket protocol (websockets: the legacy one, where no "
+                        "wsplugin fast path applies)")
+    p.add_argument("--server", choices=("uvicorn", "hypercorn"), default="uvicorn",
+                   help="hypercorn: no wsplugin fast path applies (same socket, uvloop)")
     return p
 
 
@@ -66,13 +69,31 @@ def listen_socket(host: str, port: int, sndbuf: int) -> socket.socket:
 
 
 def run_uvicorn(app: Any, args: argparse.Namespace) -> None:
-    """Serve ``app`` with the shared uvicorn settings on a socket from :func:`listen_socket`."""
-    import uvicorn
-
+    """Serve ``app`` on a socket from :func:`listen_socket`: with the shared uvicorn
+    settings, or with hypercorn (``--server hypercorn``) on uvloop at its defaults."""
     raise_fd_limit()
     sock = listen_socket(args.host, args.port, args.sndbuf)
+    if getattr(args, "server", "uvicorn") == "hypercorn":
+        run_hypercorn(app, sock)
+        return
+    import uvicorn
+
     config = uvicorn.Config(app, **{**UVICORN_SETTINGS, "ws": args.ws})
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_hypercorn(app: Any, sock: socket.socket) -> None:
+    """hypercorn's own protocol (wsproto inside, permessage-deflate accepted), one process."""
+    import uvloop
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.backlog = BACKLOG
+    uvloop.run(serve(app, config))
 
 
 def add_root_to_path() -> None:
