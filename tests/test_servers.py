@@ -26,11 +26,11 @@ from tests.ws_helpers import recv_type
 
 pytestmark = pytest.mark.slow
 
-SERVERS = ["uvicorn", "hypercorn", "granian", "daphne"]
-FAST_PATH = {"uvicorn"}
-"""Servers whose connections take the fast path (uvicorn's default websockets-sansio)."""
+SERVERS = ["uvicorn", "uvicorn-wsproto", "hypercorn", "granian", "daphne"]
+FAST_PATH = {"uvicorn", "uvicorn-wsproto"}
+"""Servers whose connections take the fast path (uvicorn's websockets-sansio and wsproto)."""
 DROPS_CLOSE_REASON = {"daphne"}
-SHUTDOWN_CODE = {"uvicorn": 1012, "hypercorn": 1001}
+SHUTDOWN_CODE = {"uvicorn": 1012, "uvicorn-wsproto": 1012, "hypercorn": 1001}
 NO_CLOSE_FRAME_ON_SIGTERM = {
     "granian": "granian drops websockets on SIGTERM without a close frame (server limit)",
     "daphne": "daphne drops websockets on SIGTERM without a close frame (server limit)",
