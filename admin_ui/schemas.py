@@ -60,6 +60,7 @@ class RoomPage(BaseModel):
 
 class RoomDetail(Room):
     connections: ConnectionPage
+    history: bool = Field(False, description="The room keeps history: its /history answers")
 
 
 class Overview(BaseModel):

@@ -84,7 +84,9 @@ async def room_detail(
     if not rows:
         return None
     members = await connections_page(ctx, room=room, offset=offset, limit=limit)
-    return {**rows[0], "connections": members}
+    streams = getattr(ctx.manager, "streams", None)  # ManagerLike does not require history
+    keeps_history = streams is not None and streams.spec(room) is not None
+    return {**rows[0], "connections": members, "history": keeps_history}
 
 
 async def overview(ctx: AdminContext) -> dict[str, Any]:

@@ -33,7 +33,9 @@ document.addEventListener("securitypolicyviolation",
 
 @pytest.fixture
 def server() -> Iterator[ThreadServer]:
-    with ThreadServer(create_app(authenticate=identity_from_query)) as running:
+    # client_publish: the traffic's publishes reach the room (off by default: "forbidden")
+    with ThreadServer(create_app(authenticate=identity_from_query,
+                                 client_publish=True)) as running:
         yield running
 
 

@@ -188,7 +188,32 @@
       return tr;
     });
     $("room-members").tBodies[0].replaceChildren(...rows);
-    await loadRoomHistory(name);
+    if (detail.history) await loadRoomHistory(name);
+    else $("room-history").hidden = true;  // a plain room: no request that would 404
+  }
+
+  // The room view (charts.js draws it): the open room's members and rate, once a second,
+  // while the Rooms tab is visible. A room that is gone is not asked again until reopened.
+  let roomGone = null;
+  async function pollRoom() {
+    const name = state.room;
+    if (document.hidden || state.tab !== "rooms" || !name || roomGone === name) return;
+    let detail = null;
+    try {
+      detail = await api("GET", "/rooms/" + encodeURIComponent(name) + "?limit=1");
+    } catch (e) {
+      roomGone = name;
+    }
+    if (name !== state.room) return;  // another room was opened meanwhile
+    const sample = detail ? { name, members: detail.members, rate: detail.rate } : { name, gone: true };
+    document.dispatchEvent(new CustomEvent("wsadmin:room", { detail: sample }));
+  }
+
+  function openRoom(name) {
+    state.room = name;
+    roomGone = null;
+    loadRoom(name);
+    pollRoom();
   }
 
   // A history room (issue 11): its position and newest messages; hidden for other rooms.
@@ -353,7 +378,7 @@
     });
     $("room-table").tBodies[0].addEventListener("click", (event) => {
       const tr = event.target.closest("tr");
-      if (tr) { state.room = tr.dataset.room; loadRoom(state.room); }
+      if (tr) openRoom(tr.dataset.room);
     });
   }
 
@@ -368,6 +393,7 @@
       if (state.tab === "connections") refreshConnections();
       if (state.tab === "rooms") refreshRooms();
     }, 5000);
+    setInterval(pollRoom, 1000);
     connect();
   }
 

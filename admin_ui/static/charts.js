@@ -56,10 +56,10 @@
     return 10 * power;
   }
 
-  function span() { return Math.max(MIN_SPAN, samples.length); }
+  function span(count) { return Math.max(MIN_SPAN, count); }
 
-  function points(values, max) {
-    const width = span();
+  function points(values, max, count) {
+    const width = span(count);
     const offset = width - values.length;  // the newest sample is always at the right edge
     return values.map((v, i) => {
       const x = ((offset + i) / (width - 1)) * W;
@@ -73,12 +73,12 @@
     return value.toFixed(1);
   }
 
-  // series: [{key, label, values, cls}]
-  function draw(chart, series) {
+  // series: [{key, label, values, cls}]; count: how many samples the chart holds
+  function draw(chart, series, count) {
     const svg = chart.querySelector("svg");
     const max = niceMax(Math.max(1, ...series.flatMap((s) => s.values)));
     const lines = series.map((s) => el("polyline", {
-      class: "series " + s.cls, points: points(s.values, max), "data-series": s.key,
+      class: "series " + s.cls, points: points(s.values, max, count), "data-series": s.key,
     }));
     const grid = [0.25, 0.5, 0.75].map((f) => el("line", {
       class: "grid", x1: 0, x2: W, y1: (H * f).toFixed(1), y2: (H * f).toFixed(1),
@@ -93,8 +93,8 @@
       item.textContent = s.label + " " + format(last);
       return item;
     }));
-    chart.dataset.samples = String(samples.length);
-    const seconds = span();
+    chart.dataset.samples = String(count);
+    const seconds = span(count);
     chart.querySelector(".chart-span").textContent =
       (seconds % 60 ? seconds + " s" : seconds / 60 + " min") + " · now";
   }
@@ -117,18 +117,54 @@
       const kind = chart.dataset.chart;
       if (kind === "connections") {
         draw(chart, [{ key: "connections", label: "total", values: column("connections"), cls: "s-total" },
-          ...nodeSeries()]);
+          ...nodeSeries()], samples.length);
       } else if (kind === "messages") {
         draw(chart, [
           { key: "in", label: "in/s", values: column("in"), cls: "s-in" },
           { key: "out", label: "out/s", values: column("out"), cls: "s-out" },
-        ]);
+        ], samples.length);
       } else if (kind === "drops") {
         draw(chart, [
           { key: "drops", label: "drops/s", values: column("drops"), cls: "s-bad" },
           { key: "slow", label: "slow closes/s", values: column("slow"), cls: "s-warn" },
-        ]);
+        ], samples.length);
       }
+    }
+  }
+
+  // ---------- the room view: one room, sampled once a second while it is open ----------
+  // admin.js polls the open room every second and dispatches "wsadmin:room" with
+  // {name, members, rate} (or {name, gone: true}); another room starts a new series.
+  const room = { name: null, samples: [], gone: false };
+
+  document.addEventListener("wsadmin:room", (event) => {
+    const data = event.detail || {};
+    if (data.name !== room.name) {
+      room.name = data.name;
+      room.samples = [];
+    }
+    room.gone = Boolean(data.gone);
+    if (!room.gone) {
+      room.samples.push({ members: Number(data.members) || 0, rate: Number(data.rate) || 0 });
+      while (room.samples.length > KEEP) room.samples.shift();
+    }
+    renderRoom();
+  });
+
+  function renderRoom() {
+    const count = room.samples.length;
+    const values = (key) => room.samples.map((s) => s[key]);
+    for (const chart of document.querySelectorAll("[data-room-chart]")) {
+      chart.dataset.room = room.name || "";
+      chart.querySelector(".chart-room").textContent = room.name || "";
+      const kind = chart.dataset.roomChart;
+      if (kind === "members") {
+        draw(chart, [{ key: "members", label: "members", values: values("members"), cls: "s-total" }], count);
+      } else if (kind === "rate") {
+        draw(chart, [{ key: "rate", label: "msgs/s", values: values("rate"), cls: "s-out" }], count);
+      }
+      chart.classList.toggle("gone", room.gone);
+      if (room.gone) chart.querySelector(".chart-span").textContent = "the room is gone";
     }
   }
 
