@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 from websockets.asyncio.client import ClientConnection
 
 from tests.admin_helpers import ADMIN, OPERATOR_TOKEN, create_app, identity_from_query, open_client
@@ -75,9 +75,12 @@ async def series(page: Page, chart: str, key: str) -> str:
     return points or ""
 
 
-async def test_charts_draw_and_move_with_traffic(browser: Browser, server: ThreadServer) -> None:
+async def watched_page(
+    browser: Browser, height: int = 900,
+) -> tuple[BrowserContext, Page, list[str]]:
+    """A page with the CSP probe whose console errors/warnings and page errors are listed."""
     problems: list[str] = []
-    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    context = await browser.new_context(viewport={"width": 1440, "height": height})
     await context.add_init_script(CSP_PROBE)
     page = await context.new_page()
 
@@ -89,6 +92,11 @@ async def test_charts_draw_and_move_with_traffic(browser: Browser, server: Threa
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    return context, page, problems
+
+
+async def test_charts_draw_and_move_with_traffic(browser: Browser, server: ThreadServer) -> None:
+    context, page, problems = await watched_page(browser)
     failed: list[str] = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     try:

@@ -5,11 +5,11 @@ the console and the Content-Security-Policy clean. The screenshot is
 
 from __future__ import annotations
 
-from playwright.async_api import Browser, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.support import ThreadServer
 from tests.test_admin_browser import OUTPUT, browser, pytestmark
-from tests.test_admin_charts import CSP_PROBE, _login, server, traffic
+from tests.test_admin_charts import _login, server, traffic, watched_page
 
 __all__ = ["browser", "pytestmark", "server"]  # the fixtures and the browser marks, shared
 
@@ -26,19 +26,7 @@ async def open_room(page: Page, name: str) -> None:
 
 
 async def test_the_room_view_follows_one_room(browser: Browser, server: ThreadServer) -> None:
-    problems: list[str] = []
-    context = await browser.new_context(viewport={"width": 1440, "height": 1100})
-    await context.add_init_script(CSP_PROBE)
-    page = await context.new_page()
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.location.get("url", "").endswith("/favicon.ico"):
-            return  # the browser's own request at the app's root, not the dashboard's
-        if message.type in ("error", "warning"):
-            problems.append(f"console {message.type}: {message.text} {message.location}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    context, page, problems = await watched_page(browser, height=1100)
     members = page.locator("#chart-room-members .key.s-total")
     rate = page.locator("#chart-room-rate .key.s-out")
     try:
