@@ -90,14 +90,17 @@ class Flavour:
     """Attributes from the protocol to the object with ``state``."""
     extensions_path: tuple[str, ...]
     """Attributes from that object to its list of extensions."""
+    offered_too: bool = False
+    """The list holds every extension the server offered, negotiated or not (wsproto):
+    only the enabled ones count."""
 
     def state_holder(self, protocol: Any) -> Any:
         return _follow(protocol, self.state_path)
 
     def extensions(self, holder: Any) -> list[Any]:
-        """The negotiated extensions (wsproto keeps the offered ones too, disabled)."""
+        """The negotiated extensions of the connection ``holder``."""
         found: list[Any] = _follow(holder, self.extensions_path)
-        if self.library is _deflate.WSPROTO:
+        if self.offered_too:
             return [extension for extension in found if extension.enabled()]
         return found
 
@@ -110,7 +113,7 @@ def _follow(start: Any, path: tuple[str, ...]) -> Any:
 
 SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",))
 WSPROTO = Flavour("wsproto", _deflate.WSPROTO, _WSPROTO_OPEN, ("conn", "connection"),
-                  ("_proto", "extensions"))
+                  ("_proto", "extensions"), offered_too=True)
 PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
 """The uvicorn protocol modules the fast path writes for, by module name."""
 
