@@ -85,10 +85,11 @@ class Table:
 
     def naive_of(self, server: str) -> str:
         """The naive manager on the same server: ``naive_hypercorn`` for
-        ``wsplugin_hypercorn`` when it ran in this case, else ``naive``."""
+        ``wsplugin_hypercorn`` when it ran in this case, else ``naive`` (also for the naive
+        variants themselves, ``naive_envelope`` included: never a row against itself)."""
         _, _, variant = server.partition("_")
         same = f"naive_{variant}"
-        return same if variant and same in self.by else "naive"
+        return same if variant and same != server and same in self.by else "naive"
 
     def ratio_cell(self, server: str, other: str, getter: Getter) -> str:
         value = self.ratio(server, other, getter)

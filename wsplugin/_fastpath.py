@@ -205,7 +205,7 @@ def check_protocol(protocol: Any, flavour: Flavour = SANSIO) -> str | None:
     holder = flavour.state_holder(protocol)
     where = ".".join((name, *flavour.state_path))
     if not hasattr(holder, "state"):
-        return f"{where}.state ({flavour.library.name}' connection)"
+        return f"{where}.state (the {flavour.library.name} connection)"
     if not isinstance(_follow(holder, flavour.extensions_path), list):
         return f"{'.'.join((where, *flavour.extensions_path))} (a list)"
     return None
