@@ -26,7 +26,7 @@ from tests.ws_helpers import (
     wait_until,
 )
 from wsplugin import Event, WebSocketManager
-from wsplugin.connection import Connection
+from wsplugin.delivery.connection import Connection
 
 PAD = "x" * 1000  # ~1 KB per message (clients turn compression off: 1 KB on the wire too)
 SNDBUF = 16384  # the server's kernel send buffer per socket (Linux doubles it: 32 KiB)

@@ -37,9 +37,10 @@ from tests.ws_helpers import (
     uvicorn_ws,
     wait_until,
 )
-from wsplugin import WebSocketManager, _deflate
-from wsplugin._fastpath import UvicornWriter
+from wsplugin import WebSocketManager
 from wsplugin.config import build_settings
+from wsplugin.delivery import deflate as _deflate
+from wsplugin.delivery.uvicorn_writer import UvicornWriter
 
 __all__ = ["uvicorn_ws"]  # the fixture
 
@@ -362,7 +363,7 @@ def checked(data: str | bytes, n: int) -> str | bytes | dict[str, Any]:
 async def test_chromium_inflates_every_frame(uvicorn_ws: str) -> None:
     """The page's own WebSocket checks every message's length and checksum in JS, on the
     managed route and on a user route whose code sends directly, all interleaved. (With
-    the context-takeover switch removed from wsplugin/_deflate.py, Chromium fails the
+    the context-takeover switch removed from wsplugin/delivery/deflate.py, Chromium fails the
     user-route socket, 1006, after about a hundred messages.)"""
     from playwright.async_api import async_playwright
 

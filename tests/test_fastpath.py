@@ -22,8 +22,8 @@ from tests.ws_helpers import (
     uvicorn_ws,
     wait_until,
 )
-from wsplugin._fastpath import FRAME_KEY, UvicornWriter, encode_frame
-from wsplugin.connection import Connection
+from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.uvicorn_writer import FRAME_KEY, UvicornWriter, encode_frame
 
 __all__ = ["uvicorn_ws"]  # the fixture: the real-server tests run under both protocols
 

@@ -31,9 +31,9 @@ from tests.test_connection import PAD, SNDBUF, stalled_client
 from tests.ws_helpers import abort, make_app, on_server, open_client, send_json, serve, wait_until
 from wsplugin import WebSocketManager, install_ws_manager
 from wsplugin.config import build_settings
+from wsplugin.counters import CLOSE_CODES
 from wsplugin.metrics import register_collector
 from wsplugin.protocol import reply
-from wsplugin.tally import CLOSE_CODES
 
 PATH = "/ws-metrics"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

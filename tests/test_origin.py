@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.ws_helpers import open_client, serve
-from wsplugin.origin import TrustedProxies, origin_allowed
+from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
 
 
 def scope(host: str, origin: str | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Reaching and aborting a server's transport at shutdown (``wsplugin/_shutdown.py``).
+"""Reaching and aborting a server's transport at shutdown (``wsplugin/endpoint/shutdown.py``).
 
 The servers themselves are exercised in ``tests/test_servers.py``; here, the lookup rules.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from wsplugin._fastpath import RAW_SEND_KEY
-from wsplugin._shutdown import abandon_later, server_transport
+from wsplugin.delivery.uvicorn_writer import RAW_SEND_KEY
+from wsplugin.endpoint.shutdown import abandon_later, server_transport
 
 
 class Transport:

@@ -1,6 +1,7 @@
 """Canary: the uvicorn internals the fast path uses are still where it expects them.
 
-The fast path (``wsplugin/_fastpath.py``) writes to uvicorn's websockets-sansio and wsproto
+The fast path (``wsplugin/delivery/uvicorn_writer.py``) writes to uvicorn's
+websockets-sansio and wsproto
 protocols directly. When uvicorn renames or moves what it relies on, wsplugin falls back to the
 ASGI ``send`` on its own (correct, but slower); this test is what tells us, by name.
 """
@@ -19,7 +20,7 @@ from websockets.asyncio.client import connect
 from tests.support import ThreadServer
 from tests.ws_helpers import wait_until
 from wsplugin import install_ws_manager
-from wsplugin._fastpath import (
+from wsplugin.delivery.uvicorn_writer import (
     DIRECT_KEY,
     PROTOCOLS,
     RAW_SEND_KEY,
@@ -30,7 +31,7 @@ from wsplugin._fastpath import (
     check_protocol,
 )
 
-HINT = f"(uvicorn {uvicorn.__version__}): update wsplugin/_fastpath.py or pin uvicorn"
+HINT = f"(uvicorn {uvicorn.__version__}): update wsplugin/delivery/uvicorn_writer.py or pin uvicorn"
 # uvicorn's ``ws`` setting, its module, its class, and the window bits uvicorn negotiates
 # with a client that offers permessage-deflate without asking for a window size.
 SERVED = [
@@ -108,7 +109,7 @@ async def test_a_deflate_connection_exposes_what_shared_compression_uses(
     ws: str, module_name: str, class_name: str, bits: int,
 ) -> None:
     """uvicorn's negotiated extension is the library's PerMessageDeflate, whose context
-    takeover switch wsplugin turns on (see wsplugin/_deflate.py)."""
+    takeover switch wsplugin turns on (see wsplugin/delivery/deflate.py)."""
     flavour: Flavour = PROTOCOLS[module_name]
     app = FastAPI()
     manager = install_ws_manager(app, backend="memory://", admin_path=None)

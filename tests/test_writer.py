@@ -13,10 +13,15 @@ from websockets.asyncio.client import connect
 
 from tests.support import ThreadServer
 from tests.ws_helpers import make_app, on_server, open_client, recv_json
-from wsplugin import writer
-from wsplugin._eager import ASGIWriter
-from wsplugin._fastpath import SANSIO_MODULE, UvicornWriter, check_protocol, uvicorn_writer
 from wsplugin.config import build_settings
+from wsplugin.delivery import writer_choice as writer
+from wsplugin.delivery.asgi_writer import ASGIWriter
+from wsplugin.delivery.uvicorn_writer import (
+    SANSIO_MODULE,
+    UvicornWriter,
+    check_protocol,
+    uvicorn_writer,
+)
 
 
 @pytest.fixture(autouse=True)

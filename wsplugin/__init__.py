@@ -2,15 +2,15 @@
 
 from wsplugin.backends import Broker, BrokerError
 from wsplugin.config import Settings
-from wsplugin.connection import Connection
+from wsplugin.delivery.connection import Connection
 from wsplugin.dependencies import WSManager, get_ws_manager
+from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import Event, EventBus
 from wsplugin.history import History, HistoryMessage, HistoryPage, NoHistory, Position
 from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode
-from wsplugin.user_route import UserConnection
 
 __all__ = [
     "Broker",

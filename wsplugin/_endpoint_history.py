@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from wsplugin import protocol as p
-from wsplugin.connection import Connection
-from wsplugin.manager import WebSocketManager, encode
+from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.messages import encode
+from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import ProtocolError, error_frame, reply
 from wsplugin.streams import PUBLISH_FAILED
 

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from wsplugin._fastpath import capture_server_send
 from wsplugin.client_script import client_routes
 from wsplugin.config import build_settings, settings_keywords
-from wsplugin.endpoint import ManagedEndpoint
+from wsplugin.delivery.uvicorn_writer import capture_server_send
+from wsplugin.endpoint.managed import ManagedEndpoint
 from wsplugin.manager import WebSocketManager
 
 logger = logging.getLogger("wsplugin")

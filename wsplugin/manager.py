@@ -15,25 +15,23 @@ import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Literal, TypeVar
 
+from starlette.websockets import WebSocket
+
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
 from wsplugin.backends.base import ALL_ROOMS
 from wsplugin.config import Settings, build_settings
-from wsplugin.connection import (
-    Connection,
-    Counters,
-    bytes_message,
-    frame_message,
-    text_message,
-)
+from wsplugin.counters import Counters, Tally
+from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.flush import FlushQueue
+from wsplugin.delivery.hub import Hub
+from wsplugin.delivery.messages import encode, frame_message
+from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
 from wsplugin.history import HistoryPage
-from wsplugin.hub import Hub
 from wsplugin.info import ConnectionInfo
-from wsplugin.protocol import CloseCode, UnencodableData, check_room, message_frame, reply
+from wsplugin.protocol import CloseCode, check_room, reply
 from wsplugin.streams import Streams
-from wsplugin.tally import Tally
-from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
-from wsplugin.user_route import UserConnection
+from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.workers import warn_if_memory_shared
 
 logger = logging.getLogger("wsplugin")
@@ -46,18 +44,11 @@ SHUTDOWN_GRACE = 3.0
 """Seconds the shutdown waits for close frames to reach clients."""
 
 
-def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessage, int, Frame]:
-    """Encode a payload once: a ``message`` envelope for JSON values, bytes as they are."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-        message, size = bytes_message(raw)
-        return message, size, raw
-    try:
-        frame = message_frame(room, data, sender)
-        message, size = text_message(frame)  # UnicodeEncodeError: a lone surrogate
-    except (TypeError, ValueError) as exc:
-        raise UnencodableData(f"data must be JSON-serialisable or bytes: {exc}") from None
-    return message, size, frame
+def _describe_client(websocket: WebSocket) -> tuple[str, str]:
+    """``host:port`` of the peer and its user agent."""
+    client = websocket.client
+    remote = f"{client.host}:{client.port}" if client else ""
+    return remote, websocket.headers.get("user-agent", "")
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
@@ -95,7 +86,7 @@ class WebSocketManager:
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_publish_warning = 0.0
         self._on_publish_error = self._publish_failed  # bound once: publish is a hot path
-        self._flush_queue: list[Connection] = []
+        self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
         self.streams = Streams(self)  # history rooms (issue 11): wsplugin/streams.py
 
     @property
@@ -140,18 +131,6 @@ class WebSocketManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def schedule_flush(self, conn: Connection) -> None:
-        """End-of-iteration writes (corked fast-path frames, coalesced queues), one callback."""
-        if not self._flush_queue:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._flush_queue.append(conn)
-
-    def _flush(self) -> None:
-        queue, self._flush_queue = self._flush_queue, []
-        for conn in queue:
-            conn.flush()
-        self.tally.flushed()  # metrics
-
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
         while True:
@@ -175,21 +154,22 @@ class WebSocketManager:
     # ------------------------------------------------------------------ connections
     def open_connection(
         self,
+        websocket: WebSocket,
         send: ASGISend,
         receive: ASGIReceive,
         *,
         identity: Identity = None,
-        remote: str = "",
-        user_agent: str = "",
         coalesce: bool = False,
-        websocket: Any = None,
     ) -> Connection:
-        """Register an accepted websocket (managed endpoint or :meth:`connect`)."""
+        """The one factory of connections: register an accepted websocket that the current
+        task reads (the managed endpoint, or :meth:`connect`). Its writer is chosen here."""
+        remote, user_agent = _describe_client(websocket)
         conn = Connection(
             self, uuid.uuid4().hex, send, receive, identity=identity, remote=remote,
             user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
             websocket=websocket,
         )
+        conn.bind_reader(asyncio.current_task())
         self.hub.add(conn)
         self.tally.accepted += 1  # metrics
         self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
@@ -257,7 +237,7 @@ class WebSocketManager:
             delivered = self.hub.deliver_all(message, size, exclude)
         else:
             delivered = self.hub.deliver(room, message, size, exclude)
-        self.tally.delivered(started, "remote", self._flush_queue)  # metrics
+        self.tally.delivered(started, "remote", self.flushes)  # metrics
         return delivered
 
     async def run_command(self, command: Command) -> bool:
@@ -332,7 +312,7 @@ class WebSocketManager:
         started = time.perf_counter()  # metrics: delivery latency
         message, size, frame = encode(room, data, sender)
         delivered = self.hub.deliver(room, message, size, exclude)
-        self.tally.delivered(started, "local", self._flush_queue)  # metrics
+        self.tally.delivered(started, "local", self.flushes)  # metrics
         others = exclude or _NO_ONE
         try:  # wait=False: queued by the broker (the in-memory one has nothing to forward)
             if wait or not self.broker.publish_nowait(room, frame, others, self._on_publish_error):
@@ -346,7 +326,7 @@ class WebSocketManager:
         started = time.perf_counter()  # metrics: delivery latency
         message, size, frame = encode(None, data, None)
         delivered = self.hub.deliver_all(message, size, None)
-        self.tally.delivered(started, "local", self._flush_queue)  # metrics
+        self.tally.delivered(started, "local", self.flushes)  # metrics
         try:
             await self.broker.publish(ALL_ROOMS, frame, _NO_ONE)
         except Exception as exc:

@@ -2,8 +2,8 @@
 
 Nothing here is incremented by hand for gauges: :class:`WSCollector` reads the manager's
 live registry (the hub, the connections' queues, the broker) each time it is scraped.
-Counters come from fields the manager keeps anyway (:class:`~wsplugin.connection.Counters`,
-:class:`~wsplugin.tally.Tally`, the broker's own counters).
+Counters come from fields the manager keeps anyway (:class:`~wsplugin.counters.Counters`,
+:class:`~wsplugin.counters.Tally`, the broker's own counters).
 
 Two ways in: ``install_ws_manager(app, metrics_path="/ws-metrics")`` mounts a route with
 its own registry, or :func:`register_collector` adds the collector to a registry you
@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from wsplugin.tally import DeliveryLatency, Histogram
+from wsplugin.counters import DeliveryLatency, Histogram
 
 if TYPE_CHECKING:
     from wsplugin.manager import WebSocketManager

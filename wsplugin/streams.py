@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsplugin.backends._history import Entry, HistoryStore
 from wsplugin.backends.base import BrokerError
-from wsplugin.connection import text_message
+from wsplugin.delivery.messages import text_message
 from wsplugin.history import (
     History,
     HistoryMessage,
@@ -35,7 +35,7 @@ from wsplugin.protocol import UnencodableData, encode_json, error_frame, message
 from wsplugin.types import ASGIMessage, Data
 
 if TYPE_CHECKING:
-    from wsplugin.connection import Connection
+    from wsplugin.delivery.connection import Connection
     from wsplugin.manager import WebSocketManager
 
 logger = logging.getLogger("wsplugin")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 JSON: TypeAlias = Any
 """Any JSON-serialisable value."""
@@ -29,3 +29,13 @@ AuthorizeHook: TypeAlias = Callable[..., Any]
 
 MessageHook: TypeAlias = Callable[..., Any]
 """``(connection, room, data) -> data``, sync or async; raise ``ValueError`` to reject."""
+
+
+class DropCounter(Protocol):
+    """Where the drops of a message are also counted (its room): one integer to bump.
+
+    The delivery mechanisms (outbox, writers) carry it beside each message without knowing
+    what it is.
+    """
+
+    dropped: int

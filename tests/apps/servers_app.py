@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Body, FastAPI, WebSocket
 
 from wsplugin import WSManager, install_ws_manager
-from wsplugin._fastpath import UvicornWriter
+from wsplugin.delivery.uvicorn_writer import UvicornWriter
 
 app = FastAPI()
 manager = install_ws_manager(

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from wsplugin._shutdown import abandon_later, going_away
-from wsplugin.connection import open_connection
+from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.protocol import CloseCode
 from wsplugin.types import Data, Identity
 
 if TYPE_CHECKING:
-    from wsplugin.connection import Connection
+    from wsplugin.delivery.connection import Connection
     from wsplugin.manager import WebSocketManager
 
 
@@ -66,7 +65,7 @@ class UserConnection:
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept()
         await self.manager.start()
-        conn = open_connection(self.manager, websocket, websocket.send, websocket.receive,
+        conn = self.manager.open_connection(websocket, websocket.send, websocket.receive,
                                identity=self._identity, coalesce=self._coalesce)
         self._conn = conn
         for room in self._rooms:

@@ -6,7 +6,7 @@ caller, then handed to each member's :meth:`Connection.deliver`.
 
 from __future__ import annotations
 
-from wsplugin.connection import Connection
+from wsplugin.delivery.connection import Connection
 from wsplugin.types import ASGIMessage
 
 

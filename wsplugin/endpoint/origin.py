@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from wsplugin._fastpath import RAW_SEND_KEY
+from wsplugin.delivery.uvicorn_writer import RAW_SEND_KEY
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _SECURE = {"http": False, "ws": False, "https": True, "wss": True}

@@ -10,13 +10,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from wsplugin.delivery.ratelimit import TokenBucket
 from wsplugin.protocol import CloseCode
-from wsplugin.ratelimit import TokenBucket
 from wsplugin.types import ASGIMessage, ASGIReceive
 
 if TYPE_CHECKING:
     from wsplugin.config import Settings
-    from wsplugin.connection import Counters
+    from wsplugin.counters import Counters
 
 logger = logging.getLogger("wsplugin")
 

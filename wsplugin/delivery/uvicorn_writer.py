@@ -4,18 +4,18 @@ Through ASGI, every recipient costs a ``send`` coroutine, Starlette's exception 
 and uvicorn re-encoding the same text into a new WebSocket frame. A server frame is not
 masked, so the bytes on the wire are the same for every recipient: build them once, then
 ``transport.write`` them. With permessage-deflate too: one frame compressed without context
-takeover is valid for every connection with the same window size (:mod:`wsplugin._deflate`).
+takeover is valid for every connection with the same window size (:mod:`wsplugin.delivery.deflate`).
 
 This applies only when the connection is served by one of uvicorn's two sans-I/O protocols,
 ``websockets-sansio`` (uvicorn's default when ``websockets`` is installed) or ``wsproto``
 (:data:`PROTOCOLS`), negotiated no extension other than permessage-deflate, is open, and no
 middleware wraps its websocket sends.
 :func:`uvicorn_writer` checks all of it when the connection opens; anything else takes the
-ordinary ASGI ``send`` (:class:`~wsplugin._eager.ASGIWriter`). A frame written while the
-transport is paused waits in a task until it is writable again, and is then the same
-prebuilt frame: every data frame the manager sends on a fast-path connection is one of its
-own, only the close frame goes through uvicorn. ``tests/test_uvicorn_canary.py`` fails when
-the uvicorn internals used here move.
+ordinary ASGI ``send`` (:class:`~wsplugin.delivery.asgi_writer.ASGIWriter`). A frame
+written while the transport is paused waits in a task until it is writable again, and is
+then the same prebuilt frame: every data frame the manager sends on a fast-path connection is
+one of its own, only the close frame goes through uvicorn.
+``tests/test_uvicorn_canary.py`` fails when the uvicorn internals used here move.
 
 The server's own ``send`` is captured outermost: :func:`capture_server_send` wraps the
 app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
@@ -35,15 +35,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsplugin import _deflate
-from wsplugin._eager import ASGIWriter, Resume
-from wsplugin.types import ASGIMessage, ASGISend
+from wsplugin.delivery import deflate as _deflate
+from wsplugin.delivery.asgi_writer import ASGIWriter
+from wsplugin.delivery.writer import Compression, InFlight, Resume, WriterOwner
+from wsplugin.types import ASGIMessage, ASGISend, DropCounter
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
-
-    from wsplugin.hub import Room
-    from wsplugin.writer import Compression, InFlight, WriterOwner
 
 RAW_SEND_KEY = "wsplugin.raw_send"
 DIRECT_KEY = "wsplugin.send_direct"
@@ -56,7 +54,7 @@ CORK_BYTES = 65536
 """Held frames are written at the end of the loop iteration, or once they reach this size."""
 
 WRAPPED = ("a middleware wraps websocket sends, so every frame goes through it "
-           "(slower fan-out; see wsplugin._fastpath)")
+           "(slower fan-out; see wsplugin.delivery.uvicorn_writer)")
 
 try:
     from websockets.protocol import State
@@ -227,7 +225,7 @@ def uvicorn_writer(
     """The fast-path writer of this connection, or ``None`` and why (``""``: closing).
 
     A connection that negotiated permessage-deflate gets the shared compressed frames of
-    its window size (:mod:`wsplugin._deflate`), or plain frames with ``compression=False``.
+    its window size (:mod:`wsplugin.delivery.deflate`), or plain frames with ``compression=False``.
     """
     raw_send = scope.get(RAW_SEND_KEY)
     if raw_send is None:
@@ -303,11 +301,11 @@ class UvicornWriter(ASGIWriter):
         self.frame_key = FRAME_KEY
         self.encode: Callable[[ASGIMessage], bytes] = encode_frame
         self.held: bytes | None = None
-        self.held_room: Room | None = None
-        self.held_extra: list[tuple[bytes, Room | None]] | None = None
+        self.held_room: DropCounter | None = None
+        self.held_extra: list[tuple[bytes, DropCounter | None]] | None = None
         self.held_bytes = 0
 
-    def write(self, message: ASGIMessage, size: int, room: Room | None) -> Resume | None:
+    def write(self, message: ASGIMessage, size: int, room: DropCounter | None) -> Resume | None:
         if (not self.writable.is_set() or self.protocol.close_sent
                 or self.state.state is not self.open or self.transport.is_closing()):
             return ASGIWriter.write(self, message, size, room)
@@ -382,7 +380,7 @@ class UvicornWriter(ASGIWriter):
         frame = message.get(self.frame_key)
         self.transport.write(self.encode(message) if frame is None else frame)
 
-    def discard(self) -> tuple[Room | None, ...]:
+    def discard(self) -> tuple[DropCounter | None, ...]:
         if self.held is None:
             return ()
         rooms = (self.held_room, *(room for _, room in self.held_extra or ()))

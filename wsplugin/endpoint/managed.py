@@ -18,14 +18,14 @@ from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
 from wsplugin._endpoint_history import client_publish, join_room, join_url_room
-from wsplugin._shutdown import abandon_later, going_away
 from wsplugin._utils import maybe_await
 from wsplugin.config import Settings
-from wsplugin.connection import Connection, open_connection
+from wsplugin.counters import RefusalReason
+from wsplugin.delivery.connection import Connection
+from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
+from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.manager import WebSocketManager
-from wsplugin.origin import TrustedProxies, origin_allowed
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
-from wsplugin.tally import RefusalReason
 
 logger = logging.getLogger("wsplugin")
 
@@ -88,7 +88,7 @@ class ManagedEndpoint:
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any
     ) -> None:
         coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
-        conn = open_connection(self.manager, websocket, send, receive, identity=identity,
+        conn = self.manager.open_connection(websocket, send, receive, identity=identity,
                                coalesce=coalesce)
         try:
             # welcome first, then join (issue 11: a history room's position and recovery)

@@ -1,7 +1,8 @@
-"""Lifecycle counts for the metrics: handshakes accepted and refused, closes by code.
+"""The node's counters, in one place: what metrics, ``stats()`` and the admin read.
 
-These are the counts that :class:`~wsplugin.connection.Counters` does not already keep.
-Each event is one dictionary bump, once per connection (never per message). The delivery
+:class:`Counters` are bumped on the hot path (one attribute bump per event, shared by every
+connection). :class:`Tally` keeps lifecycle counts: handshakes accepted and refused, closes
+by code; each is one dictionary bump, once per connection (never per message). The delivery
 latency histogram is ``None`` (and costs one attribute test per broadcast) until metrics
 are enabled, see :mod:`wsplugin.metrics`.
 """
@@ -26,6 +27,25 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 """Upper bounds in seconds of the delivery latency histogram (``+Inf`` is implied)."""
 
 _CLOSE_KEYS = {code: str(code) for code in CLOSE_CODES}
+
+
+class Counters:
+    """Node-wide message counters, shared by every connection (one attribute bump per event)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "dropped", "messages_in", "messages_out",
+                 "publish_errors", "slow_closes")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped = 0
+        self.slow_closes = 0
+        self.publish_errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Histogram:

@@ -8,14 +8,10 @@ it returns what it could not keep and the connection counts the drops.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
-from wsplugin.types import ASGIMessage
+from wsplugin.types import ASGIMessage, DropCounter
 
-if TYPE_CHECKING:
-    from wsplugin.hub import Room
-
-Outgoing = tuple[ASGIMessage, int, "Room | None"]
+Outgoing = tuple[ASGIMessage, int, "DropCounter | None"]
 """A queued message: the shared ASGI send event, its size, its room (for drop counts)."""
 
 
@@ -34,7 +30,7 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.items)
 
-    def put(self, message: ASGIMessage, size: int, room: Room | None) -> bool:
+    def put(self, message: ASGIMessage, size: int, room: DropCounter | None) -> bool:
         """Queue the message if it fits within both bounds."""
         if len(self.items) < self.max_messages and self.bytes + size <= self.max_bytes:
             self.items.append((message, size, room))
@@ -43,14 +39,14 @@ class Outbox:
         return False
 
     def put_dropping_oldest(
-        self, message: ASGIMessage, size: int, room: Room | None
-    ) -> list[Room | None] | None:
+        self, message: ASGIMessage, size: int, room: DropCounter | None
+    ) -> list[DropCounter | None] | None:
         """Make room by dropping the oldest messages: their rooms (``None``: the message is
         bigger than the whole queue and was not queued)."""
         if size > self.max_bytes:
             return None
         items = self.items
-        dropped: list[Room | None] = []
+        dropped: list[DropCounter | None] = []
         while items and (len(items) >= self.max_messages or self.bytes + size > self.max_bytes):
             _, old_size, old_room = items.popleft()
             self.bytes -= old_size
@@ -59,7 +55,7 @@ class Outbox:
         self.bytes += size
         return dropped
 
-    def next_batch(self) -> tuple[ASGIMessage, tuple[Room | None, ...], int]:
+    def next_batch(self) -> tuple[ASGIMessage, tuple[DropCounter | None, ...], int]:
         """The next frame to write; in coalesce mode, queued text messages joined by newlines."""
         items = self.items
         message, size, room = items.popleft()
@@ -77,7 +73,7 @@ class Outbox:
             total += next_size
         return {"type": "websocket.send", "text": "\n".join(texts)}, tuple(rooms), total
 
-    def clear(self) -> list[Room | None]:
+    def clear(self) -> list[DropCounter | None]:
         """Empty the queue (the connection ended): the rooms of what was waiting."""
         rooms = [room for _, _, room in self.items]
         self.items.clear()

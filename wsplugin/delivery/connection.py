@@ -1,9 +1,9 @@
 """One websocket connection: it coordinates its writer, outbound queue and reading side.
 
 Delivery never awaits a client's socket. An idle connection hands each message to its
-:class:`~wsplugin.writer.FrameWriter`, which writes it now (or at the end of the loop
+:class:`~wsplugin.delivery.writer.FrameWriter`, which writes it now (or at the end of the loop
 iteration); only when the transport pushes back does the connection get a drain task, and
-then later messages wait in its :class:`~wsplugin.outbox.Outbox`, bounded in messages and
+then later messages wait in its :class:`~wsplugin.delivery.outbox.Outbox`, bounded in messages and
 bytes. Overflow applies the slow-consumer policy and every dropped message is counted on
 the connection, the room and the manager. Every exit path runs one cleanup, exactly once.
 """
@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from wsplugin._eager import Resume
-from wsplugin.inbound import Inbound
+from wsplugin.counters import Counters
+from wsplugin.delivery.flush import FlushQueue
+from wsplugin.delivery.inbound import Inbound
+from wsplugin.delivery.messages import text_message
+from wsplugin.delivery.outbox import Outbox
+from wsplugin.delivery.writer import FrameWriter, InFlight, Resume
+from wsplugin.delivery.writer_choice import choose_writer
+from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
-from wsplugin.outbox import Outbox
 from wsplugin.protocol import CloseCode
-from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Frame, Identity
-from wsplugin.writer import FrameWriter, InFlight, choose_writer
+from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, DropCounter, Identity
 
 if TYPE_CHECKING:
-    from starlette.websockets import WebSocket
-
-    from wsplugin.hub import Room
-    from wsplugin.manager import WebSocketManager
+    from wsplugin.config import Settings
 
 logger = logging.getLogger("wsplugin")
 
@@ -35,35 +36,29 @@ CLOSE_TIMEOUT = 5.0
 """Seconds a close frame may take to reach a client before the connection is abandoned."""
 
 
-class Counters:
-    """Manager-wide counters, shared by every connection (one attribute bump per event)."""
+class ConnectionOwner(Protocol):
+    """What a connection needs from the manager that owns it, and nothing more."""
 
-    __slots__ = ("bytes_in", "bytes_out", "dropped", "messages_in", "messages_out",
-                 "publish_errors", "slow_closes")
+    @property
+    def settings(self) -> Settings: ...
 
-    def __init__(self) -> None:
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.dropped = 0
-        self.slow_closes = 0
-        self.publish_errors = 0
+    @property
+    def counters(self) -> Counters: ...
 
+    @property
+    def events(self) -> EventBus: ...
 
-def text_message(text: str) -> tuple[ASGIMessage, int]:
-    """A prebuilt ASGI send event and its size, shared by every recipient."""
-    size = len(text) if text.isascii() else len(text.encode())
-    return {"type": "websocket.send", "text": text}, size
+    @property
+    def flushes(self) -> FlushQueue: ...
 
+    @property
+    def node_id(self) -> str: ...
 
-def bytes_message(data: bytes) -> tuple[ASGIMessage, int]:
-    return {"type": "websocket.send", "bytes": data}, len(data)
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task (the close handshake) alive until it ends."""
 
-
-def frame_message(frame: Frame) -> tuple[ASGIMessage, int]:
-    """The ASGI send event of an encoded frame (text or binary)."""
-    return bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
+    def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
+        """The connection ended (called exactly once): forget it everywhere."""
 
 
 class Connection:
@@ -72,8 +67,9 @@ class Connection:
     It keeps the connection's identity and counters and coordinates the parts that change
     for other reasons: the writer (``frames``, how bytes reach the socket), the outbound
     queue (``outbox``) and the reading side (``inbound``). Its 22 slots, more than the
-    ~15 we aim for, are: the identity read by hooks and the admin (8), the manager and
-    its counters (2), the outbound counters and end state that every delivery reads or
+    ~15 we aim for, are: the identity read by hooks and the admin (8), its owner (the
+    manager, through :class:`ConnectionOwner`) and the shared counters (2), the outbound
+    counters and end state that every delivery reads or
     bumps (5: plain slots, so the hot path pays no extra indirection), the three parts,
     and the drain task's state (4: task, progress, messages in flight, flush pending).
     """
@@ -94,9 +90,9 @@ class Connection:
         "id",
         "identity",
         "inbound",
-        "manager",
         "messages_out",
         "outbox",
+        "owner",
         "remote",
         "rooms",
         "user_agent",
@@ -105,7 +101,7 @@ class Connection:
 
     def __init__(
         self,
-        manager: WebSocketManager,
+        owner: ConnectionOwner,
         connection_id: str,
         send: ASGISend,
         receive: ASGIReceive,
@@ -116,9 +112,9 @@ class Connection:
         coalesce: bool = False,
         websocket: Any = None,
     ) -> None:
-        settings = manager.settings
-        self.manager = manager
-        self.counters: Counters = manager.counters
+        settings = owner.settings
+        self.owner = owner
+        self.counters: Counters = owner.counters
         self.id = connection_id
         self.websocket = websocket
         self.identity = identity
@@ -141,7 +137,7 @@ class Connection:
                                                  settings.compression)
 
     # ----------------------------------------------------------------- outbound
-    def deliver(self, message: ASGIMessage, size: int, room: Room | None = None) -> bool:
+    def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
         """Write, hold or queue one shared message without awaiting the socket."""
         if self.closed:
             return False
@@ -159,7 +155,7 @@ class Connection:
             return False
         if self._draining is None and not self._flush_pending:
             self._flush_pending = True  # coalesce: one frame per loop iteration
-            self.manager.schedule_flush(self)
+            self.owner.flushes.schedule(self)
         return True
 
     def deliver_text(self, text: str) -> bool:
@@ -170,7 +166,7 @@ class Connection:
         """The writer holds frames: :meth:`flush` at the end of this loop iteration."""
         if not self._flush_pending:
             self._flush_pending = True
-            self.manager.schedule_flush(self)
+            self.owner.flushes.schedule(self)
 
     def flush(self) -> None:
         """End of a loop iteration: write held frames; in coalesce mode, queued messages."""
@@ -223,13 +219,13 @@ class Connection:
         finally:
             self._draining = None
 
-    def _enqueue(self, message: ASGIMessage, size: int, room: Room | None) -> bool:
+    def _enqueue(self, message: ASGIMessage, size: int, room: DropCounter | None) -> bool:
         if self.outbox.put(message, size, room):
             return True
-        if self.manager.settings.slow_consumer == "close":
+        if self.owner.settings.slow_consumer == "close":
             self._count_drop(room)
             self.counters.slow_closes += 1
-            self.manager.events.emit("slow_close", connection_id=self.id,
+            self.owner.events.emit("slow_close", connection_id=self.id,
                                      identity=self.identity_text, detail="queue overflow")
             self.close(CloseCode.TOO_SLOW, "too slow: outbound queue overflowed")
             return False
@@ -240,11 +236,11 @@ class Connection:
         for old_room in dropped:
             self._count_drop(old_room)
         if dropped:
-            self.manager.events.emit("dropped", connection_id=self.id,
+            self.owner.events.emit("dropped", connection_id=self.id,
                                      identity=self.identity_text, detail=str(len(dropped)))
         return True
 
-    def _count_drop(self, room: Room | None) -> None:
+    def _count_drop(self, room: DropCounter | None) -> None:
         self.dropped += 1
         self.counters.dropped += 1
         if room is not None:
@@ -301,7 +297,7 @@ class Connection:
         if self.closed or not self._flush_held():  # what was sent before goes out first
             return
         self._finish(code, reason)
-        self.manager.track(asyncio.get_running_loop().create_task(self._close(code, reason)))
+        self.owner.track(asyncio.get_running_loop().create_task(self._close(code, reason)))
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close from the reading task itself: clean up, then send the close frame."""
@@ -348,7 +344,7 @@ class Connection:
         draining = self._draining
         if draining is not None and draining is not asyncio.current_task():
             draining.cancel()
-        self.manager.connection_closed(self, code, reason)
+        self.owner.connection_closed(self, code, reason)
 
     # ----------------------------------------------------------------- inbound
     def bind_reader(self, task: asyncio.Task[Any] | None) -> None:
@@ -392,37 +388,8 @@ class Connection:
             bytes_out=self.bytes_out,
             queue_depth=len(self.outbox.items),
             dropped=self.dropped,
-            node=self.manager.node_id,
+            node=self.owner.node_id,
         )
-
-
-def describe_client(websocket: WebSocket) -> tuple[str, str]:
-    """``host:port`` of the peer and its user agent."""
-    client = websocket.client
-    remote = f"{client.host}:{client.port}" if client else ""
-    return remote, websocket.headers.get("user-agent", "")
-
-
-def open_connection(
-    manager: WebSocketManager,
-    websocket: WebSocket,
-    send: ASGISend,
-    receive: ASGIReceive,
-    *,
-    identity: Identity,
-    coalesce: bool,
-) -> Connection:
-    """Register an accepted websocket read by the current task (managed or user-owned).
-
-    Its writer is chosen here, once (see :func:`wsplugin.writer.choose_writer`).
-    """
-    remote, user_agent = describe_client(websocket)
-    conn = manager.open_connection(
-        send, receive, identity=identity, remote=remote, user_agent=user_agent,
-        coalesce=coalesce, websocket=websocket,
-    )
-    conn.bind_reader(asyncio.current_task())
-    return conn
 
 
 def _is_disconnect(exc: Exception) -> bool:

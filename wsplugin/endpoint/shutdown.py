@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
-from wsplugin._fastpath import RAW_SEND_KEY
-from wsplugin.connection import CLOSE_TIMEOUT
+from wsplugin.delivery.connection import CLOSE_TIMEOUT
+from wsplugin.delivery.uvicorn_writer import RAW_SEND_KEY
 from wsplugin.protocol import CloseCode
 
 if TYPE_CHECKING:
-    from wsplugin.connection import Connection
+    from wsplugin.delivery.connection import Connection
 
 logger = logging.getLogger("wsplugin")
 
