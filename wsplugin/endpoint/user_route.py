@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.protocol import CloseCode
-from wsplugin.types import Data, Identity
+from wsplugin.types import ASGIReceive, ASGISend, Data, Identity
 
 if TYPE_CHECKING:
     from wsplugin.delivery.connection import Connection
-    from wsplugin.manager import WebSocketManager
+
+
+class RouteManager(Protocol):
+    """What a user-owned route uses of the manager (:class:`~wsplugin.WebSocketManager`)."""
+
+    async def start(self) -> None: ...
+
+    def open_connection(self, websocket: WebSocket, send: ASGISend, receive: ASGIReceive, *,
+                        identity: Identity = None, coalesce: bool = False) -> Connection: ...
+
+    async def join_local(self, conn: Connection, room: str) -> bool: ...
+
+    async def send(self, connection_id: str, data: Data) -> bool: ...
+
+    async def join(self, connection_id: str, room: str) -> bool: ...
+
+    async def leave(self, connection_id: str, room: str) -> bool: ...
 
 
 class UserConnection:
@@ -29,7 +45,7 @@ class UserConnection:
 
     def __init__(
         self,
-        manager: WebSocketManager,
+        manager: RouteManager,
         websocket: WebSocket,
         rooms: list[str],
         identity: Identity,
