@@ -20,7 +20,7 @@ from admin_ui.urls import admin_base
 STATIC = Path(__file__).parent / "static"
 JS = "text/javascript"
 STATIC_FILES = {"admin.js": JS, "login.js": JS, "admin.css": "text/css"}
-STATIC_FILES.update({"charts.js": JS, "charts.css": "text/css"})  # issue 13
+STATIC_FILES.update({"charts.js": JS, "charts.css": "text/css"})
 QUERY_TOKEN_REFUSED = (
     "Tokens in the URL query string (?token=) are refused: they end up in access logs. "
     "Use the form below, or a link ending in #token=…"

@@ -118,7 +118,7 @@ class HistoryItem(BaseModel):
 
 
 class RoomHistory(BaseModel):
-    """A history room's stored messages, oldest first, and its position (issue 11)."""
+    """A history room's stored messages, oldest first, and its position."""
 
     room: str
     epoch: str = Field(description="Changes whenever the storage lost the stream")

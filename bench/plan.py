@@ -26,20 +26,20 @@ SERVERS: dict[str, ServerSpec] = {
     "naive_envelope": ServerSpec("naive_envelope.py", "envelope"),
     "wsplugin": ServerSpec("wsplugin_server.py", "envelope"),
     "wsplugin_batch": ServerSpec("wsplugin_server.py", "envelope", batch=True),
-    # compression=False: deflate-offering clients get uncompressed frames (issue 10).
+    # compression=False: deflate-offering clients get uncompressed frames.
     "wsplugin_nocompress": ServerSpec("wsplugin_server.py", "envelope",
                                       args=("--compression", "false")),
-    # uvicorn's other sans-I/O protocol (issue 10): wsproto, which has a fast path too.
+    # uvicorn's other sans-I/O protocol, wsproto, which has a fast path too.
     "naive_wsproto": ServerSpec("naive.py", "raw", args=("--ws", "wsproto")),
     "wsplugin_wsproto": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "wsproto")),
-    # The ASGI path, where no fast path applies (issue 10): hypercorn, and uvicorn's legacy
+    # The ASGI path, where no fast path applies: hypercorn, and uvicorn's legacy
     # websockets protocol; each server compresses per recipient.
     "naive_hypercorn": ServerSpec("naive.py", "raw", args=("--server", "hypercorn")),
     "wsplugin_hypercorn": ServerSpec("wsplugin_server.py", "envelope",
                                      args=("--server", "hypercorn")),
     "naive_legacy": ServerSpec("naive.py", "raw", args=("--ws", "websockets")),
     "wsplugin_legacy": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "websockets")),
-    # Not in the default set: the admin dashboard mounted (issue 4 measures its overhead).
+    # Not in the default set: the admin dashboard mounted (it measures its overhead).
     "wsplugin_admin": ServerSpec("wsplugin_server.py", "envelope", args=("--admin",)),
 }
 DEFAULT_SERVERS = ("raw", "naive", "naive_envelope", "wsplugin", "wsplugin_batch")

@@ -41,7 +41,7 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     app.router.routes.append(
         WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager), name="wsplugin")
     )
-    app.router.routes.extend(client_routes(settings.prefix))  # the browser client (issue 12)
+    app.router.routes.extend(client_routes(settings.prefix))  # the browser client
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
     if settings.metrics_path is not None:  # Prometheus, optional extra wsplugin[metrics]

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
 from wsplugin.backends.base import ALL_ROOMS
+from wsplugin.backends.history_store import PublishDone
 from wsplugin.config import Settings, build_settings
 from wsplugin.counters import Counters, Tally
 from wsplugin.delivery.connection import Connection
@@ -28,9 +29,9 @@ from wsplugin.delivery.messages import encode, frame_message
 from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
 from wsplugin.history import HistoryPage
+from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
-from wsplugin.protocol import CloseCode, check_room, reply
-from wsplugin.streams import Streams
+from wsplugin.protocol import CloseCode, check_room, encode_json
 from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.workers import warn_if_memory_shared
 
@@ -85,9 +86,9 @@ class WebSocketManager:
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_publish_warning = 0.0
-        self._on_publish_error = self._publish_failed  # bound once: publish is a hot path
+        self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
         self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
-        self.streams = Streams(self)  # history rooms (issue 11): wsplugin/streams.py
+        self.streams = Streams(self)
 
     @property
     def node_id(self) -> str:
@@ -103,7 +104,7 @@ class WebSocketManager:
         self._stopping = False
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
-        self.streams.start()  # history rooms (issue 11)
+        self.streams.start()
         await self.broker.start(self)
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
@@ -122,7 +123,7 @@ class WebSocketManager:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
-        await self.streams.stop()  # history rooms (issue 11)
+        await self.streams.stop()
         await self.broker.stop()
         self._started = False
 
@@ -186,17 +187,51 @@ class WebSocketManager:
         if not self._stopping:  # stopping, the broker drops the whole node at once
             self.broker.connection_closed(conn, rooms)
 
-    # join_local / leave_local hand back the shared coroutine (await it): no extra frame
-    def join_local(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
-        """Add a local connection to ``room`` (no reply frame); False if it already was in."""
+    # ------------------------------------------------------------------ membership
+    # The one membership path: every join and leave, whoever asks (the managed endpoint, a
+    # user route, a by-id command from any node), goes through add_member / remove_member.
+
+    async def add_member(
+        self, conn: Connection, room: str, *, reply: dict[str, Any] | None = None,
+        position: tuple[str, int] | None = None, first: bool = False,
+    ) -> bool:
+        """Make ``conn`` a member of ``room``, then send ``reply`` (``welcome``/``joined``).
+
+        Local bookkeeping, the broker's subscription and the ``joined`` event
+        (:meth:`enter_room`); in a history room also the room's position in ``reply`` and the
+        recovery of the client's ``position`` (see :mod:`wsplugin.history`). ``first``: the
+        reply is the connection's first frame (``welcome``), so in a plain room it goes out
+        before the join. False if ``conn`` already was a member (``reply`` goes out anyway).
+        """
+        spec = self.streams.spec(room)
+        if spec is not None:
+            return await self.streams.join(conn, room, spec, reply, position)
+        if reply is not None and first:
+            conn.deliver_text(encode_json(reply))
+        joined = await self.enter_room(conn, room)
+        if reply is not None and not first:
+            conn.deliver_text(encode_json(reply))
+        return joined
+
+    async def remove_member(
+        self, conn: Connection, room: str, *, reply: dict[str, Any] | None = None
+    ) -> bool:
+        """Take ``conn`` out of ``room``, then send ``reply`` (``left``); False if it was not in."""
+        if not await self.exit_room(conn, room):
+            return False
+        if reply is not None:
+            conn.deliver_text(encode_json(reply))
+        return True
+
+    def enter_room(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
+        """The bookkeeping step of :meth:`add_member` (hub, event, broker), no frame."""
         return self._change_room(conn, "join", room)
 
-    def leave_local(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
-        """Remove a local connection from ``room`` (no reply frame); False if it was not in."""
+    def exit_room(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
+        """The bookkeeping step of :meth:`remove_member` (hub, event, broker), no frame."""
         return self._change_room(conn, "leave", room)
 
     async def _change_room(self, conn: Connection, op: RoomOp, room: str) -> bool:
-        """Hub, event, broker: the one path of :meth:`join_local` and :meth:`leave_local`."""
         joining = op == "join"
         if not (self.hub.join(conn, room) if joining else self.hub.leave(conn, room)):
             return False
@@ -218,15 +253,14 @@ class WebSocketManager:
         return UserConnection(self, websocket, room_list, identity, coalesce)
 
     # ------------------------------------------------------------------ broker side
-    def _publish_failed(self, exc: BaseException) -> None:
-        """Count a cross-node publish that failed; warn at most every 10 seconds."""
+    def publish_failed(self, exc: BaseException) -> None:
+        """Count a publish the broker refused; warn at most every 10 seconds (the one place)."""
         self.counters.publish_errors += 1
         now = time.monotonic()
         if now - self._last_publish_warning > 10:
             self._last_publish_warning = now
             level = logging.WARNING if isinstance(exc, BrokerError) else logging.ERROR
-            logger.log(level, "wsplugin: publish to other nodes failed (%r); "
-                       "local delivery went on; errors so far: %d",
+            logger.log(level, "wsplugin: a publish failed in the broker (%r); errors so far: %d",
                        exc, self.counters.publish_errors)
 
     # BrokerHandler -----------------------------------------------------------------
@@ -252,7 +286,7 @@ class WebSocketManager:
             self._kick_local(conn, command.reason)
             return True
         if command.op in ("join", "leave") and command.room is not None:
-            return await self._join_or_leave(conn, command.op, command.room)
+            return await self._member_command(conn, command.op, command.room)
         return False
 
     def local_connections(self, room: str | None = None) -> list[ConnectionInfo]:
@@ -276,7 +310,7 @@ class WebSocketManager:
             "dropped": c.dropped,
             "slow_closes": c.slow_closes,
             "publish_errors": c.publish_errors,
-            **self.streams.stats(),  # history rooms (issue 11): resets, gaps filled...
+            **self.streams.stats(),  # history rooms: resets, gaps filled...
         }
 
     def room_stats(self) -> dict[str, dict[str, int]]:
@@ -298,39 +332,53 @@ class WebSocketManager:
         return delivered
 
     async def publish(
-        self, room: str, data: Data, *, exclude: frozenset[str] | None, sender: str | None,
-        wait: bool = True,
+        self, room: str | None, data: Data, *, exclude: frozenset[str] | None = None,
+        sender: str | None = None, wait: bool = True, on_done: PublishDone | None = None,
     ) -> int:
-        """Encode once, deliver locally, forward to the other nodes (no event emitted).
+        """The one publish path: encode once, deliver locally, hand to the broker.
 
-        ``wait=False`` (a client's own messages) queues the cross-node publish without
-        waiting for the broker's answer; a failure is counted in ``publish_errors`` all
-        the same.
+        ``room=None`` publishes to every connection. No event is emitted. A broker failure
+        is counted in ``publish_errors`` (and logged at most every 10 s) here, and only here.
+        The caller learns how it ended in one of two ways:
+
+        - ``on_done(position, error)``: once the broker accepted the message (``position``:
+          where a history room stored it, reported after this node delivered it; ``None``
+          in other rooms) or refused it. Called for every history-room publish, and for
+          other rooms when the caller waits (``wait``).
+        - without ``on_done``: a history room's publish raises the failure (nothing was
+          stored, nobody received it); in other rooms local delivery went on regardless.
+
+        ``wait=False`` (a client's own message) queues a plain room's cross-node publish
+        without waiting for the broker. Returns the local deliveries (a history room: its
+        local members).
         """
-        if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
-            return await self.streams.publish(room, spec, data, exclude, sender)
+        if room is not None and (spec := self.streams.spec(room)) is not None:
+            return await self.streams.publish(room, spec, data, exclude, sender, on_done)
         started = time.perf_counter()  # metrics: delivery latency
         message, size, frame = encode(room, data, sender)
-        delivered = self.hub.deliver(room, message, size, exclude)
+        if room is None:
+            delivered = self.hub.deliver_all(message, size, exclude)
+        else:
+            delivered = self.hub.deliver(room, message, size, exclude)
         self.tally.delivered(started, "local", self.flushes)  # metrics
+        target = ALL_ROOMS if room is None else room
         others = exclude or _NO_ONE
+        error: BaseException | None = None
         try:  # wait=False: queued by the broker (the in-memory one has nothing to forward)
-            if wait or not self.broker.publish_nowait(room, frame, others, self._on_publish_error):
-                await self.broker.publish(room, frame, others)
+            nowait = not wait and self.broker.publish_nowait(target, frame, others,
+                                                             self._on_publish_error)
+            if not nowait:
+                await self.broker.publish(target, frame, others)
         except Exception as exc:
-            self._publish_failed(exc)
+            self.publish_failed(exc)
+            error = exc
+        if on_done is not None and (wait or error is not None):
+            on_done(None, error)
         return delivered
 
     async def broadcast_all(self, data: Data) -> int:
         """Send ``data`` to every connection on every node; returns local deliveries."""
-        started = time.perf_counter()  # metrics: delivery latency
-        message, size, frame = encode(None, data, None)
-        delivered = self.hub.deliver_all(message, size, None)
-        self.tally.delivered(started, "local", self.flushes)  # metrics
-        try:
-            await self.broker.publish(ALL_ROOMS, frame, _NO_ONE)
-        except Exception as exc:
-            self._publish_failed(exc)
+        delivered = await self.publish(None, data)
         self.events.emit("broadcast", room=None, detail=str(delivered))
         return delivered
 
@@ -368,21 +416,19 @@ class WebSocketManager:
         check_room_arg(room)
         conn = self.hub.connections.get(connection_id)
         if conn is not None and not conn.closed:
-            return await self._join_or_leave(conn, op, room)
+            return await self._member_command(conn, op, room)
         return await self._command(Command(op, connection_id, room=room))
 
-    async def _join_or_leave(self, conn: Connection, op: RoomOp, room: str) -> bool:
-        if op == "join":
-            if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_connection:
-                return False
-            if (spec := self.streams.spec(room)) is not None:  # history room (issue 11)
-                await self.streams.join(conn, room, spec, {"type": "joined", "room": room}, None)
-                return True
-            if await self.join_local(conn, room):
-                conn.deliver_text(reply("joined", room=room))
+    async def _member_command(self, conn: Connection, op: RoomOp, room: str) -> bool:
+        """A server-side join or leave of a local connection (it gets ``joined``/``left``)."""
+        member = room in conn.rooms
+        if op == "leave":
+            await self.remove_member(conn, room, reply={"type": "left", "room": room})
             return True
-        if await self.leave_local(conn, room):
-            conn.deliver_text(reply("left", room=room))
+        if not member and len(conn.rooms) >= self.settings.max_rooms_per_connection:
+            return False
+        await self.add_member(conn, room, reply=None if member else {"type": "joined",
+                                                                        "room": room})
         return True
 
     async def _command(self, command: Command) -> bool:
@@ -448,7 +494,7 @@ class WebSocketManager:
         health["connections"] = len(self.hub.connections)
         return health
 
-    # ------------------------------------------------------------------ history (issue 11)
+    # ------------------------------------------------------------------ history
     async def history(
         self, room: str, *, since: int | None = None, limit: int = 100
     ) -> HistoryPage:

@@ -33,6 +33,7 @@ FORBIDDEN = "forbidden"
 BAD_ROOM = "bad_room"
 TOO_MANY_ROOMS = "too_many_rooms"
 REJECTED = "rejected"  # the on_message hook raised ValueError
+PUBLISH_FAILED = "publish_failed"  # the broker refused a client's publish (not stored)
 BINARY_UNSUPPORTED = "binary_unsupported"
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")

@@ -216,7 +216,7 @@
     pollRoom();
   }
 
-  // A history room (issue 11): its position and newest messages; hidden for other rooms.
+  // A history room: its position and newest messages; hidden for other rooms.
   async function loadRoomHistory(name) {
     let page;
     try {

@@ -1,4 +1,4 @@
-"""History rooms on Redis (issue 11): one atomic script per publish, ``XRANGE`` to read.
+"""History rooms on Redis: one atomic script per publish, ``XRANGE`` to read.
 
 Per room, two keys sharing the Redis Cluster hash tag ``{room}``:
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from wsplugin.backends import _redis_wire as wire
-from wsplugin.backends._history import Entry, HistoryStore, PublishDone, new_epoch
 from wsplugin.backends.base import BrokerError
+from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone, new_epoch
 from wsplugin.history import History, Position
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ in the next one: one round trip carries many messages, and messages leave a node
 order they were published. Nothing is buffered without bound: beyond ``max_pending``
 messages, or while the breaker is open after a failure, ``publish`` raises at once.
 
-Script calls (a history room's publish, issue 11) travel in the same pipeline, so they keep
+Script calls (a history room's publish) travel in the same pipeline, so they keep
 their order with every other publish of the node; the scripts are loaded on each new
 connection, so ``EVALSHA`` finds them after a Redis restart.
 """

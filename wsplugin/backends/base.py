@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from wsplugin.backends._history import HistoryStore
+from wsplugin.backends.history_store import HistoryStore
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -174,7 +174,7 @@ class Broker(abc.ABC):
         return None
 
     def history_store(self) -> HistoryStore | None:
-        """The store of history rooms (issue 11, see docs/history.md); None: not supported."""
+        """The store of history rooms (see docs/history.md); None: not supported."""
         return None
 
     @abc.abstractmethod

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from wsplugin.backends._history import HistoryStore, MemoryHistory
 from wsplugin.backends.base import Broker, BrokerHandler, Command, LocalConnection
+from wsplugin.backends.history_store import HistoryStore, MemoryHistory
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
 

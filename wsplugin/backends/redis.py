@@ -26,7 +26,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from wsplugin.backends import _redis_wire as wire
-from wsplugin.backends._history import HistoryStore
 from wsplugin.backends._redis_events import EventRelay
 from wsplugin.backends._redis_history import RedisHistory
 from wsplugin.backends._redis_keys import Keys
@@ -42,6 +41,7 @@ from wsplugin.backends.base import (
     Command,
     LocalConnection,
 )
+from wsplugin.backends.history_store import HistoryStore
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -108,7 +108,7 @@ class RedisBroker(Broker):
             ("received", "delivered", "own_echoes", "bad_messages", "reconnects", "deaf_repairs"), 0
         )
         self._control = self.keys.control(self.node_id)
-        self.history = RedisHistory(self)  # history rooms (issue 11)
+        self.history = RedisHistory(self)
         self._handler: BrokerHandler | None = None
         self._local: dict[str, tuple[str, ...]] = {}  # connection id -> rooms as registered
         self._registry_lock = asyncio.Lock()

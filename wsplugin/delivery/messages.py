@@ -21,6 +21,20 @@ def frame_message(frame: Frame) -> tuple[ASGIMessage, int]:
     return bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
 
 
+def encode_head(room: str, data: Data, sender: str | None) -> str:
+    """A history room's ``message`` frame without its closing brace (the store appends the
+    offset). ``UnencodableData`` for bytes (they cannot carry an offset) or non-JSON data."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise UnencodableData(f"room {room!r} keeps history: its messages must be JSON, "
+                              "not bytes")
+    try:
+        frame = message_frame(room, data, sender)
+        frame.encode()  # UnicodeEncodeError: a lone surrogate
+    except (TypeError, ValueError) as exc:
+        raise UnencodableData(f"data must be JSON-serialisable: {exc}") from None
+    return frame[:-1]
+
+
 def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessage, int, Frame]:
     """Encode a payload once: a ``message`` envelope for JSON values, bytes as they are.
 

@@ -17,13 +17,15 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
-from wsplugin._endpoint_history import client_publish, join_room, join_url_room
 from wsplugin._utils import maybe_await
+from wsplugin.backends.history_store import PublishDone
 from wsplugin.config import Settings
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
 from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
+from wsplugin.endpoint.positions import command_position, query_position
 from wsplugin.endpoint.shutdown import abandon_later, going_away
+from wsplugin.history import Position
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
 
@@ -91,8 +93,9 @@ class ManagedEndpoint:
         conn = self.manager.open_connection(websocket, send, receive, identity=identity,
                                coalesce=coalesce)
         try:
-            # welcome first, then join (issue 11: a history room's position and recovery)
-            await join_url_room(self.manager, conn, room, websocket.query_params)
+            welcome = {"type": "welcome", "connection_id": conn.id, "rooms": [room]}
+            await self.manager.add_member(conn, room, reply=welcome, first=True,
+                                          position=query_position(websocket.query_params))
             await self._read_loop(conn, room)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
             await going_away(conn, websocket.scope)
@@ -152,8 +155,11 @@ class ManagedEndpoint:
         if hook is not None:
             data = await self._run_hook(hook, conn, room, data)
         exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
+        command_id = command.get("id")
         try:
-            await client_publish(self.manager, conn, room, data, exclude, command.get("id"))
+            await self.manager.publish(room, data, exclude=exclude, sender=conn.id,
+                                       wait=command_id is not None,
+                                       on_done=_publish_reply(conn, room, command_id))
         except p.UnencodableData as exc:  # what the on_message hook returned
             logger.warning("wsplugin: on_message returned a value that cannot be sent: %s", exc)
             raise ProtocolError(p.BAD_REQUEST, str(exc)) from None
@@ -175,7 +181,10 @@ class ManagedEndpoint:
                                     f"{settings.max_rooms_per_connection} rooms per connection")
             if not await self._authorized(conn, room):
                 raise ProtocolError(p.FORBIDDEN, f"not allowed to join {room!r}")
-        await join_room(self.manager, conn, room, command)  # joined (+ position: issue 11)
+        head: dict[str, Any] = {"type": "joined", "room": room}
+        if command.get("id") is not None:
+            head["id"] = command["id"]
+        await self.manager.add_member(conn, room, reply=head, position=command_position(command))
 
     async def _authorized(self, conn: Connection, room: str) -> bool:
         hook = self.manager.settings.authorize
@@ -189,9 +198,11 @@ class ManagedEndpoint:
 
     async def _leave(self, conn: Connection, command: dict[str, Any]) -> None:
         room = check_room(_required(command, "room"))
-        if not await self.manager.leave_local(conn, room):
+        head: dict[str, Any] = {"type": "left", "room": room}
+        if command.get("id") is not None:
+            head["id"] = command["id"]
+        if not await self.manager.remove_member(conn, room, reply=head):
             raise ProtocolError(p.NOT_JOINED, f"not a member of {room!r}")
-        conn.deliver_text(reply("left", command.get("id"), room=room))
 
 
 _ENABLE_PUBLISH = ("the server enables client publishing with install_ws_manager("
@@ -211,6 +222,20 @@ def publish_policy(settings: Settings) -> Callable[[str], bool]:
         return lambda room: False
     pattern = re.compile("|".join(fnmatch.translate(glob) for glob in policy))
     return lambda room: pattern.match(room) is not None
+
+
+def _publish_reply(conn: Connection, room: str, command_id: Any) -> PublishDone:
+    """How a client's publish ended: ``published`` (with an ``id``), or ``publish_failed``."""
+
+    def done(position: Position | None, error: BaseException | None) -> None:
+        if error is not None:
+            conn.deliver_text(error_frame(p.PUBLISH_FAILED, f"not published: {error!r}",
+                                          command_id))
+        elif command_id is not None:
+            offset = None if position is None else position.offset
+            conn.deliver_text(reply("published", command_id, room=room, offset=offset))
+
+    return done
 
 
 def _required(command: dict[str, Any], name: str) -> Any:

@@ -24,7 +24,7 @@ class RouteManager(Protocol):
     def open_connection(self, websocket: WebSocket, send: ASGISend, receive: ASGIReceive, *,
                         identity: Identity = None, coalesce: bool = False) -> Connection: ...
 
-    async def join_local(self, conn: Connection, room: str) -> bool: ...
+    async def add_member(self, conn: Connection, room: str) -> bool: ...
 
     async def send(self, connection_id: str, data: Data) -> bool: ...
 
@@ -85,7 +85,7 @@ class UserConnection:
                                identity=self._identity, coalesce=self._coalesce)
         self._conn = conn
         for room in self._rooms:
-            await self.manager.join_local(conn, room)
+            await self.manager.add_member(conn, room)
         return self
 
     async def __aexit__(

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from wsplugin.backends._history import Entry, HistoryStore
-from wsplugin.backends.base import BrokerError
-from wsplugin.delivery.messages import text_message
+from wsplugin.backends.base import Broker, BrokerError
+from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone
+from wsplugin.config import Settings
+from wsplugin.delivery.hub import Hub
+from wsplugin.delivery.messages import encode_head, text_message
 from wsplugin.history import (
     History,
     HistoryMessage,
@@ -31,17 +33,32 @@ from wsplugin.history import (
     NoHistory,
     Position,
 )
-from wsplugin.protocol import UnencodableData, encode_json, error_frame, message_frame, reply
+from wsplugin.protocol import encode_json, reply
 from wsplugin.types import ASGIMessage, Data
 
 if TYPE_CHECKING:
     from wsplugin.delivery.connection import Connection
-    from wsplugin.manager import WebSocketManager
+
+
+class StreamsOwner(Protocol):
+    """What the history rooms use of the manager."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+    def enter_room(self, conn: Connection, room: str) -> Awaitable[bool]:
+        """The bookkeeping step of a join (hub, event, broker subscription)."""
+
+    def publish_failed(self, exc: BaseException) -> None:
+        """Count (and log, throttled) a publish the broker refused."""
 
 logger = logging.getLogger("wsplugin")
-
-PUBLISH_FAILED = "publish_failed"
-"""The ``error`` code of a client publish to a history room that was not stored."""
 
 READY_TIMEOUT = 3.0
 """Seconds a join waits for the room's position before answering without one."""
@@ -51,19 +68,6 @@ MAX_PENDING = 10_000
 RETRY_DELAY = 1.0
 
 _NONE: frozenset[str] = frozenset()
-
-
-def message_head(room: str, data: Data, sender: str | None) -> str:
-    """The ``message`` frame without its closing brace; the store appends the offset."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        raise UnencodableData(f"room {room!r} keeps history: its messages must be JSON, "
-                              "not bytes")
-    try:
-        frame = message_frame(room, data, sender)
-        frame.encode()  # UnicodeEncodeError: a lone surrogate
-    except (TypeError, ValueError) as exc:
-        raise UnencodableData(f"data must be JSON-serialisable: {exc}") from None
-    return frame[:-1]
 
 
 class Joiner:
@@ -129,7 +133,7 @@ class Stream:
         self.ready = asyncio.Event()
         self.pending: dict[int, tuple[str, str, frozenset[str]]] = {}
         self.joiners: dict[str, Joiner] = {}
-        self.acks: dict[int, list[tuple[Connection, str]]] = {}
+        self.acks: dict[int, list[Callable[[], None]]] = {}
         self.busy = False
         self.again = False
 
@@ -140,18 +144,17 @@ class Stream:
 class Streams:
     """The history rooms of one manager (node)."""
 
-    def __init__(self, manager: WebSocketManager) -> None:
-        self.manager = manager
-        self.rules = HistoryRules(manager.settings.history)
+    def __init__(self, owner: StreamsOwner) -> None:
+        self.owner = owner
+        self.rules = HistoryRules(owner.settings.history)
         self.active = bool(self.rules)
-        self.max_recovery = manager.settings.recovery_max_messages
+        self.max_recovery = owner.settings.recovery_max_messages
         self.streams: dict[str, Stream] = {}
         self.store: HistoryStore | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             ("history_resets", "history_gaps_filled", "history_duplicates",
              "recoveries", "recoveries_failed"), 0
         )
-        self._last_failure_log = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
@@ -164,9 +167,9 @@ class Streams:
     def start(self) -> None:
         if not self.active:
             return
-        self.store = self.manager.broker.history_store()
+        self.store = self.owner.broker.history_store()
         if self.store is None:
-            raise RuntimeError(f"the {self.manager.broker.scheme}:// backend has no history; "
+            raise RuntimeError(f"the {self.owner.broker.scheme}:// backend has no history; "
                                "remove the history setting or use memory:// or redis://")
         self.store.sink = self
 
@@ -184,61 +187,60 @@ class Streams:
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, room: str, spec: History, data: Data,
-                      exclude: frozenset[str] | None, sender: str | None) -> int:
-        """Store and send; raises (and counts) a failure. Returns the local member count."""
-        head = message_head(room, data, sender)
-        try:
-            await self._store().publish(room, head, exclude or _NONE, spec)
-        except Exception as exc:
-            self._failed(exc)
-            raise
-        members = self.manager.hub.rooms.get(room)
+                      exclude: frozenset[str] | None, sender: str | None,
+                      on_done: PublishDone | None) -> int:
+        """Store and send (the history part of ``WebSocketManager.publish``).
+
+        Without ``on_done`` a failure is raised; with it, the store is not waited for and
+        ``on_done`` hears the end, after this node delivered the message. Returns the local
+        member count.
+        """
+        head = encode_head(room, data, sender)
+        if on_done is None:
+            try:
+                await self._store().publish(room, head, exclude or _NONE, spec)
+            except Exception as exc:
+                self.owner.publish_failed(exc)
+                raise
+        else:
+            self._publish_nowait(room, head, exclude or _NONE, spec, on_done)
+        members = self.owner.hub.rooms.get(room)
         if members is None:
             return 0
         if not exclude:
             return len(members.members)
         return sum(1 for cid in members.members if cid not in exclude)
 
-    def publish_from(self, conn: Connection, room: str, spec: History, data: Data,
-                     exclude: frozenset[str] | None, command_id: Any) -> None:
-        """A client's publish: not awaited; ``published`` after its echo, or an error."""
-        head = message_head(room, data, conn.id)
-
+    def _publish_nowait(self, room: str, head: str, exclude: frozenset[str], spec: History,
+                        on_done: PublishDone) -> None:
         def done(position: Position | None, error: BaseException | None) -> None:
             if error is not None or position is None:
-                self._failed(error or BrokerError("no position"))
-                conn.deliver_text(error_frame(PUBLISH_FAILED, "the message was not stored: "
-                                              f"{error!r}", command_id))
-            elif command_id is not None:
-                ack = reply("published", command_id, room=room, offset=position.offset)
-                self._ack(room, position, conn, ack)
+                error = error or BrokerError("no position")
+                self.owner.publish_failed(error)
+                on_done(None, error)
+            else:
+                self._when_delivered(room, position, lambda: on_done(position, None))
 
         try:
-            self._store().publish_nowait(room, head, exclude or _NONE, spec, done)
+            self._store().publish_nowait(room, head, exclude, spec, done)
         except Exception as exc:
             done(None, exc)
 
-    def _failed(self, exc: BaseException) -> None:
-        self.manager.counters.publish_errors += 1
-        now = time.monotonic()
-        if now - self._last_failure_log > 10:
-            self._last_failure_log = now
-            logger.warning("wsplugin: publish to a history room failed (%r); errors so far: %d",
-                           exc, self.manager.counters.publish_errors)
-
-    def _ack(self, room: str, position: Position, conn: Connection, ack: str) -> None:
+    def _when_delivered(self, room: str, position: Position, call: Callable[[], None]) -> None:
+        """``call()`` once this node delivered the message at ``position`` (or gave it up)."""
         stream = self.streams.get(room)
         if stream is None or stream.epoch != position.epoch or stream.last >= position.offset:
-            conn.deliver_text(ack)
-        else:  # the echo is still on its way: the ack follows it
-            stream.acks.setdefault(position.offset, []).append((conn, ack))
+            call()
+        else:  # the echo is still on its way
+            stream.acks.setdefault(position.offset, []).append(call)
 
     # ------------------------------------------------------------------ joining
-    async def join(self, conn: Connection, room: str, spec: History, head: dict[str, Any],
-                   want: tuple[str, int] | None) -> bool:
+    async def join(self, conn: Connection, room: str, spec: History,
+                   head: dict[str, Any] | None, want: tuple[str, int] | None) -> bool:
         """Join ``room`` and send ``head`` (welcome/joined) with the position; recover ``want``.
 
-        Returns False if the connection already was a member (``head`` is sent all the same).
+        The history part of ``WebSocketManager.add_member``. Returns False if the connection
+        already was a member (``head`` is sent all the same).
         """
         stream = self._stream(room, spec)
         if conn.id in stream.joiners or room in conn.rooms:
@@ -246,7 +248,7 @@ class Streams:
             return False
         joiner = stream.joiners[conn.id] = Joiner(conn)
         try:
-            await self.manager.join_local(conn, room)
+            await self.owner.enter_room(conn, room)
             position = await self._wait_ready(stream)
             replay: list[Entry] = []
             recovered: bool | None = None
@@ -306,8 +308,10 @@ class Streams:
             return None  # trimmed, expired, or the stream was lost meanwhile
         return entries
 
-    def _send_head(self, conn: Connection, head: dict[str, Any], position: Position | None,
-                   recovered: bool | None) -> None:
+    def _send_head(self, conn: Connection, head: dict[str, Any] | None,
+                   position: Position | None, recovered: bool | None) -> None:
+        if head is None:  # a join without a reply (a user route's rooms)
+            return
         frame = dict(head)
         frame["epoch"] = "" if position is None else position.epoch
         frame["offset"] = 0 if position is None else position.offset
@@ -338,14 +342,14 @@ class Streams:
         stream = self.streams.get(room)
         if stream is None:
             spec = self.spec(room)
-            if spec is None or room not in self.manager.hub.rooms:
+            if spec is None or room not in self.owner.hub.rooms:
                 return
             stream = self.streams[room] = Stream(room, spec)  # members joined by other ways
             stream.epoch, stream.last = epoch, offset - 1
             stream.ready.set()
         store = self.store
         if (store is not None and store.synchronous and not stream.joiners
-                and room not in self.manager.hub.rooms):
+                and room not in self.owner.hub.rooms):
             del self.streams[room]  # nobody here: the store has the position anyway
             return
         if stream.epoch is None:
@@ -373,7 +377,7 @@ class Streams:
         if stream is None:
             return
         self._release(stream)  # forget joiners that closed meanwhile
-        if not stream.joiners and room not in self.manager.hub.rooms:
+        if not stream.joiners and room not in self.owner.hub.rooms:
             del self.streams[room]
             self._send_acks(stream, None)
 
@@ -387,7 +391,7 @@ class Streams:
         message, size = text_message(frame)
         joiners = stream.joiners
         skip = exclude.union(joiners) if joiners else exclude
-        self.manager.hub.deliver(stream.room, message, size, skip or None)
+        self.owner.hub.deliver(stream.room, message, size, skip or None)
         stream.last = offset
         if joiners:
             epoch = stream.epoch or ""
@@ -400,8 +404,8 @@ class Streams:
     def _send_acks(self, stream: Stream, upto: int | None) -> None:
         for offset in sorted(stream.acks):
             if upto is None or offset <= upto:
-                for conn, ack in stream.acks.pop(offset):
-                    conn.deliver_text(ack)
+                for call in stream.acks.pop(offset):
+                    call()
 
     def _drain(self, stream: Stream) -> None:
         pending = stream.pending
@@ -424,7 +428,7 @@ class Streams:
                        stream.room, epoch, offset)
         message, size = text_message(reset_frame(stream.room, epoch, offset))
         joiners = stream.joiners
-        self.manager.hub.deliver(stream.room, message, size, frozenset(joiners) or None)
+        self.owner.hub.deliver(stream.room, message, size, frozenset(joiners) or None)
         for joiner in tuple(joiners.values()):
             joiner.offer_reset(epoch, offset, stream.room)
         self._release(stream)
