@@ -255,7 +255,7 @@ def uvicorn_writer(
 
 
 # ---------------------------------------------------------------- writing
-class UvicornWriter(ASGIWriter):
+class UvicornWriter:
     """Direct writes to one uvicorn websockets-sansio or wsproto connection, corked per
     iteration.
 
@@ -263,8 +263,9 @@ class UvicornWriter(ASGIWriter):
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
     still one message per frame. The common case, one frame per iteration, allocates
     nothing. When the transport is paused or the socket is closing, a message takes the
-    inherited ASGI-writer path, with :meth:`send_frame` as its ``send``: it waits for the
-    transport, then writes the same prebuilt frame (or reports the closed socket).
+    ASGI-writer path (``paused``, an :class:`ASGIWriter` whose ``send`` is
+    :meth:`send_frame`): it waits for the transport, then writes the same prebuilt frame
+    (or reports the closed socket).
 
     The frame bytes come from the shared message's cache under ``frame_key`` (built by
     ``encode`` on first use): a writer for a connection with another frame variant
@@ -281,7 +282,10 @@ class UvicornWriter(ASGIWriter):
         "held_extra",
         "held_room",
         "open",
+        "owner",
+        "paused",
         "protocol",
+        "send",
         "state",
         "transport",
         "writable",
@@ -289,9 +293,10 @@ class UvicornWriter(ASGIWriter):
 
     def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any,
                  flavour: Flavour = SANSIO) -> None:
-        super().__init__(owner, send)
+        self.owner = owner
         self.asgi_send = send
-        self.send = self.direct_send = self.send_frame
+        self.send: ASGISend = self.send_frame
+        self.paused = ASGIWriter(owner, self.send_frame)
         self.protocol = protocol
         self.flavour = flavour
         self.state = flavour.state_holder(protocol)  # its ``state`` is ``open`` while open
@@ -305,10 +310,16 @@ class UvicornWriter(ASGIWriter):
         self.held_extra: list[tuple[bytes, DropCounter | None]] | None = None
         self.held_bytes = 0
 
+    def is_open(self) -> bool:
+        """The websocket is open and its transport is not closing."""
+        return not (self.protocol.close_sent or self.state.state is not self.open
+                    or self.transport.is_closing())
+
     def write(self, message: ASGIMessage, size: int, room: DropCounter | None) -> Resume | None:
+        # the same test as is_open(), inlined: this runs once per recipient
         if (not self.writable.is_set() or self.protocol.close_sent
                 or self.state.state is not self.open or self.transport.is_closing()):
-            return ASGIWriter.write(self, message, size, room)
+            return self.paused.write(message, size, room)
         frame = message.get(self.frame_key)
         if frame is None:
             frame = self.encode(message)
@@ -329,9 +340,8 @@ class UvicornWriter(ASGIWriter):
         return None
 
     def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
-        if (not self.writable.is_set() or self.protocol.close_sent
-                or self.state.state is not self.open or self.transport.is_closing()):
-            return ASGIWriter.write_batch(self, message, size, rooms)
+        if not self.writable.is_set() or not self.is_open():
+            return self.paused.write_batch(message, size, rooms)
         frame = message.get(self.frame_key)
         self.transport.write(self.encode(message) if frame is None else frame)
         self.owner.count_sent(len(rooms), size)
@@ -343,8 +353,7 @@ class UvicornWriter(ASGIWriter):
         first = self.held
         if first is None:
             return True
-        if self.protocol.close_sent or self.state.state is not self.open \
-                or self.transport.is_closing():
+        if not self.is_open():
             return False
         if self.held_extra is not None:
             self._write_held()
@@ -374,8 +383,7 @@ class UvicornWriter(ASGIWriter):
             await self.asgi_send(message)
             return
         await self.writable.wait()  # uvicorn sets it when the connection is lost, too
-        if (self.protocol.close_sent or self.state.state is not self.open
-                or self.transport.is_closing()):
+        if not self.is_open():
             raise ConnectionError("websocket closed")
         frame = message.get(self.frame_key)
         self.transport.write(self.encode(message) if frame is None else frame)
