@@ -40,7 +40,7 @@ class Event:
     time: float = field(default_factory=time.time)
 
 
-Listener = Callable[[Event], None]
+EventHandler = Callable[[Event], None]
 
 
 class EventBus:
@@ -49,10 +49,10 @@ class EventBus:
     __slots__ = ("_listeners", "node")
 
     def __init__(self, node: str = "") -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[EventHandler] = []
         self.node = node
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: EventHandler) -> Callable[[], None]:
         """Add a listener; returns a function that removes it."""
         self._listeners.append(listener)
 

@@ -85,6 +85,8 @@ class WebSocketManager:
         self._started = False
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the manager runs on, once started (read by metrics exporters)."""
         self._last_publish_warning = 0.0
         self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
         self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
@@ -106,7 +108,8 @@ class WebSocketManager:
         warn_if_memory_shared(self.settings.backend)
         self.streams.start()
         await self.broker.start(self)
-        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+        self.loop = asyncio.get_running_loop()
+        self._heartbeat = self.loop.create_task(self._heartbeat_loop())
 
     async def stop(self) -> None:
         """Tell every client to reconnect elsewhere (1001), clean up, stop the broker."""

@@ -285,8 +285,7 @@ def _manager_loop(manager: WebSocketManager) -> asyncio.AbstractEventLoop | None
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # an exporter thread: the loop the manager runs on
-        heartbeat = manager._heartbeat
-        return None if heartbeat is None else heartbeat.get_loop()
+        return manager.loop
 
 
 def _scheme(url: str) -> str:
