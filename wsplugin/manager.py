@@ -23,15 +23,13 @@ from wsplugin.backends.history_store import PublishDone
 from wsplugin.config import Settings, build_settings
 from wsplugin.counters import Counters, Tally
 from wsplugin.delivery.connection import Connection
-from wsplugin.delivery.flush import FlushQueue
-from wsplugin.delivery.hub import Hub
-from wsplugin.delivery.messages import encode, frame_message
+from wsplugin.delivery.hub import FlushQueue, Hub
 from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
 from wsplugin.history import HistoryPage
 from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
-from wsplugin.protocol import CloseCode, check_room, encode_json
+from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
 from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.workers import warn_if_memory_shared
 
@@ -79,7 +77,7 @@ class WebSocketManager:
         self.events = EventBus(node=self.broker.node_id)
         self.counters = Counters()
         self.tally = Tally()  # metrics: handshakes, closes by code, delivery latency
-        self.hub = Hub()
+        self.hub: Hub[Connection] = Hub()
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False

@@ -16,15 +16,14 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplugin.counters import Counters
-from wsplugin.delivery.flush import FlushQueue
+from wsplugin.delivery.hub import FlushQueue
 from wsplugin.delivery.inbound import Inbound
-from wsplugin.delivery.messages import text_message
 from wsplugin.delivery.outbox import Outbox
 from wsplugin.delivery.writer import FrameWriter, InFlight, Resume
 from wsplugin.delivery.writer_choice import choose_writer
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
-from wsplugin.protocol import CloseCode
+from wsplugin.protocol import CloseCode, text_message
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, DropCounter, Identity
 
 if TYPE_CHECKING:

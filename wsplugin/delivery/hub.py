@@ -1,38 +1,59 @@
 """The hub: which local connection is in which room, and local delivery.
 
 Pure bookkeeping plus one loop. No I/O is awaited here: a message is encoded once by the
-caller, then handed to each member's :meth:`Connection.deliver`.
+caller, then handed to each member's ``deliver``. Writes that wait for the end of the loop
+iteration (a fast-path writer's corked frames, a coalescing connection's queue) are
+flushed by one :class:`FlushQueue` callback.
 """
 
 from __future__ import annotations
 
-from wsplugin.delivery.connection import Connection
-from wsplugin.types import ASGIMessage
+import asyncio
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from wsplugin.types import ASGIMessage, DropCounter
 
 
-class Room:
+class Member(Protocol):
+    """What the hub needs of a connection."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def rooms(self) -> set[str]: ...
+
+    def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
+        """Write, hold or queue one shared message; False if it was not taken."""
+
+
+M = TypeVar("M", bound=Member)
+
+
+class Room(Generic[M]):
     """Local members of one room and its counters."""
 
     __slots__ = ("dropped", "members", "messages", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.members: dict[str, Connection] = {}
+        self.members: dict[str, M] = {}
         self.messages = 0
         self.dropped = 0
 
 
-class Hub:
+class Hub(Generic[M]):
     __slots__ = ("connections", "rooms")
 
     def __init__(self) -> None:
-        self.connections: dict[str, Connection] = {}
-        self.rooms: dict[str, Room] = {}
+        self.connections: dict[str, M] = {}
+        self.rooms: dict[str, Room[M]] = {}
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: M) -> None:
         self.connections[conn.id] = conn
 
-    def remove(self, conn: Connection) -> list[str]:
+    def remove(self, conn: M) -> list[str]:
         """Forget a connection; returns the rooms it left (in order)."""
         self.connections.pop(conn.id, None)
         left = sorted(conn.rooms)
@@ -41,7 +62,7 @@ class Hub:
         conn.rooms.clear()
         return left
 
-    def join(self, conn: Connection, name: str) -> bool:
+    def join(self, conn: M, name: str) -> bool:
         """Add ``conn`` to room ``name``; False if it already was a member."""
         if name in conn.rooms:
             return False
@@ -52,14 +73,14 @@ class Hub:
         conn.rooms.add(name)
         return True
 
-    def leave(self, conn: Connection, name: str) -> bool:
+    def leave(self, conn: M, name: str) -> bool:
         if name not in conn.rooms:
             return False
         conn.rooms.discard(name)
         self._discard(conn, name)
         return True
 
-    def _discard(self, conn: Connection, name: str) -> None:
+    def _discard(self, conn: M, name: str) -> None:
         room = self.rooms.get(name)
         if room is None:
             return
@@ -91,3 +112,34 @@ class Hub:
             if conn.deliver(message, size):
                 delivered += 1
         return delivered
+
+
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Write what waited for the end of the iteration."""
+
+
+class FlushQueue:
+    """The connections waiting for the end of this loop iteration (one callback for all)."""
+
+    __slots__ = ("_queue", "on_flushed")
+
+    def __init__(self, on_flushed: Callable[[], None] | None = None) -> None:
+        self._queue: list[Flushable] = []
+        self.on_flushed = on_flushed
+
+    def __bool__(self) -> bool:
+        """True while a flush is scheduled (frames of this iteration are still held)."""
+        return bool(self._queue)
+
+    def schedule(self, conn: Flushable) -> None:
+        if not self._queue:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queue.append(conn)
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        for conn in queue:
+            conn.flush()
+        if self.on_flushed is not None:
+            self.on_flushed()

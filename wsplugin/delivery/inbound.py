@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from wsplugin.delivery.ratelimit import TokenBucket
 from wsplugin.protocol import CloseCode
 from wsplugin.types import ASGIMessage, ASGIReceive
 
@@ -91,3 +91,25 @@ class Inbound:
         counters.messages_in += 1
         counters.bytes_in += size
         return None
+
+
+class TokenBucket:
+    """Inbound rate: ``burst`` tokens, refilled at ``rate`` per second."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -24,7 +24,6 @@ from wsplugin.backends.base import Broker, BrokerError
 from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone
 from wsplugin.config import Settings
 from wsplugin.delivery.hub import Hub
-from wsplugin.delivery.messages import encode_head, text_message
 from wsplugin.history import (
     History,
     HistoryMessage,
@@ -33,7 +32,7 @@ from wsplugin.history import (
     NoHistory,
     Position,
 )
-from wsplugin.protocol import encode_json, reply
+from wsplugin.protocol import encode_head, encode_json, reply, text_message
 from wsplugin.types import ASGIMessage, Data
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ class StreamsOwner(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def hub(self) -> Hub: ...
+    def hub(self) -> Hub[Connection]: ...
 
     @property
     def broker(self) -> Broker: ...
