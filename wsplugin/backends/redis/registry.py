@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from wsplugin.backends._redis_keys import Keys
+from wsplugin.backends.redis.keys import Keys
 from wsplugin.info import ConnectionInfo
 
 RedisClient = Redis

@@ -25,15 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends._history import HistoryStore
-from wsplugin.backends._redis_events import EventRelay
-from wsplugin.backends._redis_history import RedisHistory
-from wsplugin.backends._redis_keys import Keys
-from wsplugin.backends._redis_listener import Backoff, Listener
-from wsplugin.backends._redis_publisher import Publisher
-from wsplugin.backends._redis_registry import Registry
-from wsplugin.backends._redis_rpc import Rpc
 from wsplugin.backends.base import (
     ALL_ROOMS,
     Broker,
@@ -42,6 +34,14 @@ from wsplugin.backends.base import (
     Command,
     LocalConnection,
 )
+from wsplugin.backends.redis import wire
+from wsplugin.backends.redis.events import EventRelay
+from wsplugin.backends.redis.history import RedisHistory
+from wsplugin.backends.redis.keys import Keys
+from wsplugin.backends.redis.listener import Backoff, Listener
+from wsplugin.backends.redis.publisher import Publisher
+from wsplugin.backends.redis.registry import Registry
+from wsplugin.backends.redis.rpc import Rpc
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame

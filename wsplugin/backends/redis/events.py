@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError
+from wsplugin.backends.redis import wire
 from wsplugin.events import EVENT_KINDS, Event, EventBus, relay
 
 logger = logging.getLogger("wsplugin.redis")

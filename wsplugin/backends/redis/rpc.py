@@ -11,8 +11,8 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError, BrokerHandler, Command
+from wsplugin.backends.redis import wire
 
 logger = logging.getLogger("wsplugin.redis")
 

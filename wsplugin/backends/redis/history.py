@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends._history import Entry, HistoryStore, PublishDone, new_epoch
 from wsplugin.backends.base import BrokerError
+from wsplugin.backends.redis import wire
 from wsplugin.history import History, Position
 
 if TYPE_CHECKING:
-    from wsplugin.backends.redis import RedisBroker
+    from wsplugin.backends.redis.broker import RedisBroker
 
 # KEYS: meta, stream. ARGV: channel, frame head, wire head, size, ttl ms, meta ttl ms,
 # new epoch, excluded ids.
