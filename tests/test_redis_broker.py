@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from tests.redis_server import RedisFactory
 from wsplugin.backends import create_broker
 from wsplugin.backends.base import ALL_ROOMS, BrokerError, Command
-from wsplugin.backends.redis import RedisBroker
+from wsplugin.backends.redis import RedisBroker, wire
 from wsplugin.events import Event, EventBus
+from wsplugin.history import History
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
 
@@ -113,7 +115,7 @@ async def test_publish_reaches_the_other_node_once_and_not_the_sender(
         ]
         await asyncio.sleep(0.2)
         assert a[1].delivered == []  # its own message came back and was ignored
-        assert a[0].counters["own_echoes"] == 2
+        assert a[0].stats()["own_echoes"] == 2
 
 
 async def test_only_subscribed_rooms_arrive_and_unsubscribe_stops_them(
@@ -301,7 +303,7 @@ async def test_redis_restart_resubscribes_and_reregisters(
         await eventually(lambda: "late-msg" in b[1].frames("late"))
         assert "lost" not in b[1].frames("vip")
         await eventually(lambda: _remote_ids(a[0], ["b1", "b2"]))  # re-registered
-        assert b[0].counters["reconnects"] >= 1
+        assert b[0].stats()["reconnects"] >= 1
 
 
 async def _published(broker: RedisBroker, room: str, frame: str) -> bool:
@@ -329,7 +331,7 @@ async def test_killed_pubsub_client_is_noticed_and_repaired(
         await eventually(lambda: is_ok(b[0]))
         killed = server.client().client_kill_filter(_type="pubsub")
         assert killed == 2
-        await eventually(lambda: b[0].counters["reconnects"] >= 1)
+        await eventually(lambda: b[0].stats()["reconnects"] >= 1)
         await eventually(lambda: is_ok(b[0]))
         await a[0].publish("lobby", "flows", frozenset())
         await eventually(lambda: b[1].frames("lobby") == ["flows"])
@@ -348,7 +350,7 @@ async def test_silently_deaf_node_notices_through_self_ping(
         assert pubsub is not None
         # drop every subscription behind the broker's back: the connection stays open
         await pubsub.unsubscribe()
-        await eventually(lambda: a[0].counters["deaf_repairs"] >= 1)
+        await eventually(lambda: a[0].stats()["deaf_repairs"] >= 1)
         await eventually(lambda: is_ok(a[0]))
         await b[0].publish("lobby", "heard", frozenset())
         await eventually(lambda: a[1].frames("lobby") == ["heard"])
@@ -362,7 +364,7 @@ async def test_broker_built_before_a_fork_takes_a_new_node_id(
     assert isinstance(forked, RedisBroker)
     inherited = forked.node_id
     forked.attach_events(bus)
-    forked.pid = -1  # as if this object had been created in the parent process
+    forked.node.pid = -1  # as if this object had been created in the parent process
     handler = FakeHandler()
     await forked.start(handler)
     try:
@@ -375,6 +377,62 @@ async def test_broker_built_before_a_fork_takes_a_new_node_id(
             assert await other[0].command(Command("send", "f1", frame="x"))
     finally:
         await forked.stop()
+
+
+async def test_after_a_fork_every_part_speaks_for_the_new_node(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Room messages, history publishes, relayed events, own echoes, registry entries and
+    health all carry the new id: one node identity, read by every part."""
+    bus = EventBus("inherited")
+    forked = create_broker(redis_url, prefix=redis_prefix, registry_ttl=1.5)
+    assert isinstance(forked, RedisBroker)
+    forked.attach_events(bus)
+    forked.node.pid = -1  # as if this object had been created in the parent process
+    handler = FakeHandler()
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    watcher = raw.pubsub()
+    await watcher.subscribe(f"{redis_prefix}:room:r", f"{redis_prefix}:events")
+    await forked.start(handler)
+    try:
+        me = forked.node_id
+        await join((forked, handler), "f1", "r")
+        await forked.publish("r", "plain", frozenset())
+        store = forked.history_store()
+        await store.publish("r", '{"event":"message","data":1', frozenset(), History(size=5))
+        bus.emit("connected", connection_id="f1")
+        seen = await _senders(watcher, f"{redis_prefix}:events")
+        assert seen["room"] == [me] and seen["history"] == [me] and me in seen["events"]
+        assert set(seen["events"]) == {me}
+        await eventually(lambda: forked.stats()["own_echoes"] == 1)
+        assert handler.delivered == []  # its own plain message was recognised as an echo
+        assert (await forked.health())["node"] == me
+        async with node(redis_url, redis_prefix) as other:
+            await eventually(lambda: _node_has(other[0], me, connections=1))
+            assert [i.node for i in await other[0].remote_connections()] == [me]
+    finally:
+        await forked.stop()
+        await watcher.aclose()
+        await raw.aclose()
+
+
+async def _senders(watcher: Any, events: str) -> dict[str, list[str]]:
+    """The sending node of a plain and a history room message and of an event batch."""
+    seen: dict[str, list[str]] = {"room": [], "history": [], "events": []}
+    deadline = time.monotonic() + 10
+    while not (seen["room"] and seen["history"] and seen["events"]):
+        assert time.monotonic() < deadline, f"still waiting: {seen}"
+        message = await watcher.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is None:
+            continue
+        data = message["data"]
+        if message["channel"].decode() == events:
+            seen["events"].append(wire.unpack(data)[1].decode())
+        elif wire.is_stream_message(data):
+            seen["history"].append(wire.decode_stream_message(data).node)
+        else:
+            seen["room"].append(wire.decode_room_message(data).node)
+    return seen
 
 
 async def test_relayed_events_never_go_back_out_even_with_clashing_node_ids(

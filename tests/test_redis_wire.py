@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import Command
+from wsplugin.backends.redis import wire
 
 
 def test_room_message_round_trip_text() -> None:

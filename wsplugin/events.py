@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 logger = logging.getLogger("wsplugin.events")
 
@@ -43,14 +43,42 @@ class Event:
 EventHandler = Callable[[Event], None]
 
 
+class NodeName(Protocol):
+    """What names the node whose events a bus emits; read at every emit, so it may change."""
+
+    @property
+    def id(self) -> str: ...
+
+
+class _Fixed:
+    __slots__ = ("id",)
+
+    def __init__(self, node: str) -> None:
+        self.id = node
+
+
 class EventBus:
     """A list of callbacks. Emitting with no listener costs one truth test."""
 
-    __slots__ = ("_listeners", "node")
+    __slots__ = ("_listeners", "_name")
 
     def __init__(self, node: str = "") -> None:
         self._listeners: list[EventHandler] = []
-        self.node = node
+        self._name: NodeName = _Fixed(node)
+
+    @property
+    def node(self) -> str:
+        """The node stamped on every event emitted here."""
+        return self._name.id
+
+    @node.setter
+    def node(self, node: str) -> None:
+        self._name = _Fixed(node)
+
+    def follow(self, name: NodeName) -> None:
+        """Name events after ``name`` from now on, whatever it becomes (a broker's node is
+        renewed after a fork)."""
+        self._name = name
 
     def subscribe(self, listener: EventHandler) -> Callable[[], None]:
         """Add a listener; returns a function that removes it."""

@@ -19,7 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from wsplugin.backends._redis_keys import Keys
+from wsplugin.backends.redis.keys import Keys
+from wsplugin.backends.redis.node import Node
 from wsplugin.info import ConnectionInfo
 
 RedisClient = Redis
@@ -77,7 +78,7 @@ def _json_or(text: str, default: Any) -> Any:
 class Registry:
     """Reads and writes of the registry; every write is one MULTI/EXEC round trip."""
 
-    def __init__(self, client: RedisClient, keys: Keys, node: str, ttl: float) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, node: Node, ttl: float) -> None:
         self.client = client
         self.keys = keys
         self.node = node
@@ -85,30 +86,28 @@ class Registry:
 
     async def write_snapshot(self, infos: list[ConnectionInfo], meta: Mapping[str, str]) -> None:
         """Rewrite this node's keys from the local truth and refresh their expiry."""
-        conns, rooms, node = (
-            self.keys.conns(self.node),
-            self.keys.rooms(self.node),
-            self.keys.node(self.node),
-        )
+        me = self.node.id
+        conns, rooms, node = self.keys.conns(me), self.keys.rooms(me), self.keys.node(me)
         counts = room_counts(infos)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(conns, rooms)
             if infos:
-                pipe.hset(conns, mapping=_fields({i.id: encode_info(i, self.node) for i in infos}))
+                pipe.hset(conns, mapping=_fields({i.id: encode_info(i, me) for i in infos}))
                 pipe.pexpire(conns, self.ttl_ms)
             if counts:
                 pipe.hset(rooms, mapping=_fields(counts))
                 pipe.pexpire(rooms, self.ttl_ms)
             pipe.hset(node, mapping=_fields(meta))
             pipe.pexpire(node, self.ttl_ms)
-            pipe.zadd(self.keys.nodes, {self.node: time.time()})
+            pipe.zadd(self.keys.nodes, {me: time.time()})
             await pipe.execute()
 
     async def put(self, info: ConnectionInfo, added: Iterable[str], removed: Iterable[str]) -> None:
         """Record one connection (new, or its rooms changed)."""
-        conns, rooms = self.keys.conns(self.node), self.keys.rooms(self.node)
+        me = self.node.id
+        conns, rooms = self.keys.conns(me), self.keys.rooms(me)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(conns, info.id, encode_info(info, self.node))
+            pipe.hset(conns, info.id, encode_info(info, me))
             self._bump(pipe, rooms, added, 1)
             self._bump(pipe, rooms, removed, -1)
             pipe.pexpire(conns, self.ttl_ms)
@@ -117,9 +116,10 @@ class Registry:
 
     async def delete(self, connection_id: str, rooms: Iterable[str]) -> None:
         """Forget one connection of this node."""
+        me = self.node.id
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.conns(self.node), connection_id)
-            self._bump(pipe, self.keys.rooms(self.node), rooms, -1)
+            pipe.hdel(self.keys.conns(me), connection_id)
+            self._bump(pipe, self.keys.rooms(me), rooms, -1)
             await pipe.execute()
 
     @staticmethod
@@ -129,11 +129,10 @@ class Registry:
 
     async def remove_node(self) -> None:
         """Clean shutdown: this node's keys go at once instead of expiring."""
+        me = self.node.id
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(
-                self.keys.node(self.node), self.keys.conns(self.node), self.keys.rooms(self.node)
-            )
-            pipe.zrem(self.keys.nodes, self.node)
+            pipe.delete(self.keys.node(me), self.keys.conns(me), self.keys.rooms(me))
+            pipe.zrem(self.keys.nodes, me)
             await pipe.execute()
 
     async def live_nodes(self) -> list[dict[str, Any]]:
@@ -154,7 +153,7 @@ class Registry:
 
     async def other_node_ids(self) -> list[str]:
         ids = _decoded(await self.client.zrange(self.keys.nodes, 0, -1))
-        return [node for node in ids if node != self.node]
+        return [node for node in ids if node != self.node.id]
 
     async def owner(self, connection_id: str) -> str | None:
         """The node whose connection hash holds ``connection_id`` (one round trip per call)."""

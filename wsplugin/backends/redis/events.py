@@ -15,8 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError
+from wsplugin.backends.redis import wire
+from wsplugin.backends.redis.node import Node
 from wsplugin.events import EVENT_KINDS, Event, EventBus, relay
 
 logger = logging.getLogger("wsplugin.redis")
@@ -46,7 +47,7 @@ def event_from_row(row: Any) -> Event | None:
 class EventRelay:
     def __init__(
         self,
-        node: str,
+        node: Node,
         channel: str,
         publish: Publish,
         *,
@@ -68,7 +69,9 @@ class EventRelay:
         self._unsubscribe: Callable[[], None] | None = None
 
     def attach(self, bus: EventBus) -> None:
+        """Relay ``bus``'s events; it names them after this node from now on."""
         self.bus = bus
+        bus.follow(self.node)
         self._unsubscribe = bus.subscribe(self._on_local)
 
     def start(self) -> None:
@@ -90,13 +93,13 @@ class EventRelay:
         if (
             self._relaying
             or bus is None
-            or (event.node and event.node not in (bus.node, self.node))
+            or (event.node and event.node not in (bus.node, self.node.id))
         ):
             return  # an event relayed from another node: never send it back out
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
             return
-        self._buffer.append(event_row(event, self.node))
+        self._buffer.append(event_row(event, self.node.id))
 
     async def _run(self) -> None:
         while True:
@@ -108,13 +111,13 @@ class EventRelay:
         batch, self._buffer = self._buffer, []
         payload = json.dumps(batch, separators=(",", ":"), default=str).encode()
         try:
-            await self.publish(self.channel, wire.encode_events(self.node, payload))
+            await self.publish(self.channel, wire.encode_events(self.node.id, payload))
             self.sent += len(batch)
         except BrokerError:
             self.dropped += len(batch)
 
     def on_remote(self, fields: list[bytes]) -> None:
-        if len(fields) != 3 or fields[1].decode() == self.node or self.bus is None:
+        if len(fields) != 3 or fields[1].decode() == self.node.id or self.bus is None:
             return
         rows = json.loads(fields[2])
         self._relaying = True  # whatever node ids say, what we re-emit is not sent back out

@@ -18,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError
 from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone, new_epoch
+from wsplugin.backends.redis import wire
+from wsplugin.backends.redis.keys import Keys
+from wsplugin.backends.redis.node import Node
+from wsplugin.backends.redis.publisher import Publisher
 from wsplugin.history import History, Position
-
-if TYPE_CHECKING:
-    from wsplugin.backends.redis import RedisBroker
 
 # KEYS: meta, stream. ARGV: channel, frame head, wire head, size, ttl ms, meta ttl ms,
 # new epoch, excluded ids.
@@ -79,12 +80,17 @@ def _ms(seconds: float) -> int:
 
 
 class RedisHistory(HistoryStore):
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
-        self.prefix = broker.keys.prefix
+    """Publishes go through ``publisher`` (in the node's publish order), reads through
+    ``client``; ``channels`` names the room channels, ``node`` the publishing node."""
+
+    def __init__(self, publisher: Publisher, client: Redis, channels: Keys, node: Node) -> None:
+        self.publisher = publisher
+        self.channels = channels
+        self.node = node
+        self.prefix = channels.prefix
         self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
-        broker.publisher.scripts.append(PUBLISH_LUA)
-        self._read_script = broker.client.register_script(READ_LUA)
+        publisher.scripts.append(PUBLISH_LUA)
+        self._read_script = client.register_script(READ_LUA)
 
     def keys(self, room: str) -> tuple[str, str]:
         base = f"{self.prefix}:hist:{{{room}}}"
@@ -95,15 +101,15 @@ class RedisHistory(HistoryStore):
     ) -> tuple[Any, ...]:
         meta, stream = self.keys(room)
         return (
-            "EVALSHA", self._publish_sha, 2, meta, stream, self.broker.keys.room(room), head,
-            wire.encode_stream_head(self.broker.node_id, exclude), spec.size, _ms(spec.ttl),
+            "EVALSHA", self._publish_sha, 2, meta, stream, self.channels.room(room), head,
+            wire.encode_stream_head(self.node.id, exclude), spec.size, _ms(spec.ttl),
             _ms(spec.meta_ttl), new_epoch(), ",".join(sorted(exclude)),
         )
 
     async def publish(
         self, room: str, head: str, exclude: frozenset[str], spec: History
     ) -> Position:
-        result = await self.broker.publisher.execute(
+        result = await self.publisher.execute(
             self._publish_command(room, head, exclude, spec)
         )
         return _position(result)
@@ -117,7 +123,7 @@ class RedisHistory(HistoryStore):
             else:
                 on_done(_position(result), None)
 
-        self.broker.publisher.execute_nowait(
+        self.publisher.execute_nowait(
             self._publish_command(room, head, exclude, spec), done
         )
 
@@ -126,7 +132,7 @@ class RedisHistory(HistoryStore):
     ) -> tuple[Position, list[Entry]]:
         args = ["" if since is None else since, limit, new_epoch(), _ms(spec.meta_ttl)]
         try:
-            async with asyncio.timeout(self.broker.publisher.timeout * 2):
+            async with asyncio.timeout(self.publisher.timeout * 2):
                 result = await self._read_script(keys=list(self.keys(room)), args=args)
         except _FAILURES as exc:
             raise BrokerError(f"redis history read failed: {exc!r}") from None

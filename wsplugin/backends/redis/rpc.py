@@ -11,8 +11,9 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends.base import BrokerError, BrokerHandler, Command
+from wsplugin.backends.redis import wire
+from wsplugin.backends.redis.node import Node
 
 logger = logging.getLogger("wsplugin.redis")
 
@@ -22,7 +23,7 @@ ChannelOf = Callable[[str], str]
 
 class Rpc:
     def __init__(
-        self, node: str, publish: Publish, control: ChannelOf, timeout: float = 2.0
+        self, node: Node, publish: Publish, control: ChannelOf, timeout: float = 2.0
     ) -> None:
         self.node = node
         self.publish = publish
@@ -40,7 +41,7 @@ class Rpc:
         self._waiting[request_id] = future
         try:
             receivers = await self.publish(
-                self.control(owner), wire.encode_request(self.node, request_id, command)
+                self.control(owner), wire.encode_request(self.node.id, request_id, command)
             )
             if receivers == 0:
                 return False  # the owner is not listening (gone, or reconnecting)
