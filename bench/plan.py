@@ -14,6 +14,8 @@ class ServerSpec:
     protocol: str
     args: tuple[str, ...] = ()
     batch: bool = False
+    root: str | None = None
+    """Another checkout to run the script from (its own wsplugin): an A/B against it."""
 
     @property
     def is_wsplugin(self) -> bool:

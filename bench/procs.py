@@ -16,7 +16,6 @@ from typing import IO, Any
 from bench.plan import ServerSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVERS_DIR = os.path.join(ROOT, "bench", "servers")
 
 
 def free_port() -> int:
@@ -45,9 +44,9 @@ def pinned(cpu: int | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, cores)
 
 
-def child_env() -> dict[str, str]:
+def child_env(root: str = ROOT) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": ROOT + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 class Server:
@@ -79,11 +78,12 @@ class Server:
 def server_process(spec: ServerSpec, extra: tuple[str, ...], cpu: int | None) -> Iterator[Server]:
     """Start ``spec`` fresh on a free port, pinned to ``cpu``; SIGTERM it at the end."""
     port = free_port()
-    cmd = [sys.executable, os.path.join(SERVERS_DIR, spec.script), "--port", str(port)]
-    cmd += [*spec.args, *extra]
+    root = spec.root or ROOT
+    script = os.path.join(root, "bench", "servers", spec.script)
+    cmd = [sys.executable, script, "--port", str(port), *spec.args, *extra]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=log, preexec_fn=pinned(cpu)
+            cmd, cwd=root, env=child_env(root), stdout=log, stderr=log, preexec_fn=pinned(cpu)
         )
         server = Server(proc, port, log)
         try:

@@ -28,7 +28,7 @@ if ROOT not in sys.path:
 
 import psutil  # noqa: E402
 
-from bench.plan import BASELINE, DEFAULT_SERVERS, SERVERS, Case, cases  # noqa: E402
+from bench.plan import BASELINE, DEFAULT_SERVERS, SERVERS, Case, ServerSpec, cases  # noqa: E402
 from bench.procs import run_loadgen, server_process  # noqa: E402
 from bench.report import render  # noqa: E402
 
@@ -143,6 +143,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                    help=f"comma-separated, from: {', '.join(SERVERS)}")
     p.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--baseline-src", default="",
+                   help="another checkout: adds the server wsplugin_base, wsplugin from there")
     p.add_argument("--reps", type=int, default=0, help="override the repetitions of every case")
     p.add_argument("--server-cpu", type=int, default=0, help="-1: no pinning")
     p.add_argument("--loadgen-cpu", type=int, default=1, help="-1: no pinning")
@@ -161,6 +163,9 @@ def select(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
     if args.reps:
         plan = [Case(c.name, c.scenario, args.reps, c.servers, c.wsplugin_args) for c in plan]
     servers = [s for s in args.servers.split(",") if s]
+    if args.baseline_src:
+        SERVERS["wsplugin_base"] = ServerSpec("wsplugin_server.py", "envelope",
+                                              root=os.path.abspath(args.baseline_src))
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         raise SystemExit(f"unknown servers: {unknown}; choose from {list(SERVERS)}")
