@@ -11,6 +11,7 @@ from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode
+from wsplugin.users import User
 
 __all__ = [
     "Broker",
@@ -26,6 +27,7 @@ __all__ = [
     "NoHistory",
     "Position",
     "Settings",
+    "User",
     "UserConnection",
     "WSManager",
     "WebSocketManager",

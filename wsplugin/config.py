@@ -55,6 +55,10 @@ def _parse_rate(raw: str) -> tuple[int, float] | None:
     return int(burst), float(rate)
 
 
+def _parse_optional_int(raw: str) -> int | None:
+    return None if raw.strip().lower() in ("", "none", "off") else int(raw)
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -242,6 +246,12 @@ class Settings:
         "close", doc="on overflow: ``close`` (4008) or ``drop_oldest``", env=str,
         check=_one_of("close", "drop_oldest"), expect="must be 'close' or 'drop_oldest'")
     max_rooms_per_connection: int = _count(100, "rooms one connection may be in")
+    max_user_info_bytes: int = _count(
+        1024, "largest ``User.info`` (JSON bytes); more refuses the handshake")
+    max_connections_per_user: int | None = setting(
+        None, doc="connections one user may have (cluster-wide); beyond: 403 ``user_limit``",
+        env=_parse_optional_int, check=lambda value: value is None or _is_positive_int(value),
+        expect="must be None or a positive integer")
     rate_limit: tuple[int, float] | None = setting(
         (100, 50.0), doc="inbound (burst, messages/s) per connection; beyond: 4029",
         env=_parse_rate, normalise=_list_to_tuple, check=_is_rate,

@@ -21,6 +21,9 @@ class ConnectionInfo:
     queue_depth: int = 0
     dropped: int = 0
     node: str = ""
+    user: str | None = None
+    info: dict[str, Any] | None = None
+    """The user's public ``info`` (see :class:`wsplugin.User`)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

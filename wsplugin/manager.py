@@ -31,6 +31,7 @@ from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
 from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
+from wsplugin.users import user_of
 from wsplugin.workers import warn_if_memory_shared
 
 logger = logging.getLogger("wsplugin")
@@ -166,8 +167,9 @@ class WebSocketManager:
         """The one factory of connections: register an accepted websocket that the current
         task reads (the managed endpoint, or :meth:`connect`). Its writer is chosen here."""
         remote, user_agent = _describe_client(websocket)
+        user = user_of(identity, self.settings.max_user_info_bytes)  # BadUser (ValueError)
         conn = Connection(
-            self, uuid.uuid4().hex, send, receive, identity=identity, remote=remote,
+            self, uuid.uuid4().hex, send, receive, identity=identity, user=user, remote=remote,
             user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
             websocket=websocket,
         )
@@ -334,7 +336,8 @@ class WebSocketManager:
 
     async def publish(
         self, room: str | None, data: Data, *, exclude: frozenset[str] | None = None,
-        sender: str | None = None, wait: bool = True, on_done: PublishDone | None = None,
+        sender: str | None = None, user: str | None = None, wait: bool = True,
+        on_done: PublishDone | None = None,
     ) -> int:
         """The one publish path: encode once, deliver locally, hand to the broker.
 
@@ -350,13 +353,14 @@ class WebSocketManager:
           stored, nobody received it); in other rooms local delivery went on regardless.
 
         ``wait=False`` (a client's own message) queues a plain room's cross-node publish
-        without waiting for the broker. Returns the local deliveries (a history room: its
-        local members).
+        without waiting for the broker. ``sender`` and ``user``: the publishing connection
+        and its user id, in the ``message`` envelope. Returns the local deliveries (a
+        history room: its local members).
         """
         if room is not None and (spec := self.streams.spec(room)) is not None:
-            return await self.streams.publish(room, spec, data, exclude, sender, on_done)
+            return await self.streams.publish(room, spec, data, exclude, sender, user, on_done)
         started = time.perf_counter()  # metrics: delivery latency
-        message, size, frame = encode(room, data, sender)
+        message, size, frame = encode(room, data, sender, user)
         if room is None:
             delivered = self.hub.deliver_all(message, size, exclude)
         else:

@@ -79,9 +79,14 @@ def check_room(room: object) -> str:
     return room
 
 
-def message_frame(room: str | None, data: JSON, sender: str | None) -> str:
-    """The ``message`` envelope, encoded once per message (never per recipient)."""
-    return encode_json({"type": "message", "room": room, "data": data, "sender": sender})
+def message_frame(room: str | None, data: JSON, sender: str | None,
+                  user: str | None = None) -> str:
+    """The ``message`` envelope, encoded once per message (never per recipient); ``user``
+    (the publishing client's user id) only when it has one."""
+    envelope = {"type": "message", "room": room, "data": data, "sender": sender}
+    if user is not None:
+        envelope["user"] = user
+    return encode_json(envelope)
 
 
 def reply(kind: str, command_id: Any = None, **fields: Any) -> str:
@@ -182,21 +187,22 @@ def frame_message(frame: Frame) -> tuple[ASGIMessage, int]:
     return bytes_message(frame) if isinstance(frame, bytes) else text_message(frame)
 
 
-def encode_head(room: str, data: Data, sender: str | None) -> str:
+def encode_head(room: str, data: Data, sender: str | None, user: str | None = None) -> str:
     """A history room's ``message`` frame without its closing brace (the store appends the
     offset). ``UnencodableData`` for bytes (they cannot carry an offset) or non-JSON data."""
     if isinstance(data, bytes | bytearray | memoryview):
         raise UnencodableData(f"room {room!r} keeps history: its messages must be JSON, "
                               "not bytes")
     try:
-        frame = message_frame(room, data, sender)
+        frame = message_frame(room, data, sender, user)
         frame.encode()  # UnicodeEncodeError: a lone surrogate
     except (TypeError, ValueError) as exc:
         raise UnencodableData(f"data must be JSON-serialisable: {exc}") from None
     return frame[:-1]
 
 
-def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessage, int, Frame]:
+def encode(room: str | None, data: Data, sender: str | None,
+           user: str | None = None) -> tuple[ASGIMessage, int, Frame]:
     """Encode a payload once: a ``message`` envelope for JSON values, bytes as they are.
 
     ``UnencodableData`` if ``data`` is not JSON-serialisable (or holds a lone surrogate).
@@ -206,7 +212,7 @@ def encode(room: str | None, data: Data, sender: str | None) -> tuple[ASGIMessag
         message, size = bytes_message(raw)
         return message, size, raw
     try:
-        frame = message_frame(room, data, sender)
+        frame = message_frame(room, data, sender, user)
         message, size = text_message(frame)  # UnicodeEncodeError: a lone surrogate
     except (TypeError, ValueError) as exc:
         raise UnencodableData(f"data must be JSON-serialisable or bytes: {exc}") from None

@@ -25,6 +25,7 @@ from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import CloseCode, text_message
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, DropCounter, Identity
+from wsplugin.users import User
 
 if TYPE_CHECKING:
     from wsplugin.config import Settings
@@ -65,8 +66,8 @@ class Connection:
 
     It keeps the connection's identity and counters and coordinates the parts that change
     for other reasons: the writer (``frames``, how bytes reach the socket), the outbound
-    queue (``outbox``) and the reading side (``inbound``). Its 22 slots, more than the
-    ~15 we aim for, are: the identity read by hooks and the admin (8), its owner (the
+    queue (``outbox``) and the reading side (``inbound``). Its 23 slots, more than the
+    ~15 we aim for, are: the identity read by hooks and the admin (9), its owner (the
     manager, through :class:`ConnectionOwner`) and the shared counters (2), the outbound
     counters and end state that every delivery reads or
     bumps (5: plain slots, so the hot path pays no extra indirection), the three parts,
@@ -94,6 +95,7 @@ class Connection:
         "owner",
         "remote",
         "rooms",
+        "user",
         "user_agent",
         "websocket",
     )
@@ -106,6 +108,7 @@ class Connection:
         receive: ASGIReceive,
         *,
         identity: Identity = None,
+        user: User | None = None,
         remote: str = "",
         user_agent: str = "",
         coalesce: bool = False,
@@ -117,6 +120,7 @@ class Connection:
         self.id = connection_id
         self.websocket = websocket
         self.identity = identity
+        self.user = user
         self.remote = remote
         self.user_agent = user_agent
         self.coalesce = coalesce
@@ -280,7 +284,15 @@ class Connection:
 
     @property
     def identity_text(self) -> str | None:
+        if self.user is not None:
+            return self.user.id
         return None if self.identity is None else str(self.identity)
+
+    @property
+    def user_id(self) -> str | None:
+        """The id of this connection's user (``None``: no user)."""
+        user = self.user
+        return None if user is None else user.id
 
     @property
     def messages_in(self) -> int:
@@ -388,6 +400,8 @@ class Connection:
             queue_depth=len(self.outbox.items),
             dropped=self.dropped,
             node=self.owner.node_id,
+            user=self.user_id,
+            info=None if self.user is None else self.user.info,
         )
 
 

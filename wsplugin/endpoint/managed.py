@@ -28,6 +28,7 @@ from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.history import Position
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
+from wsplugin.users import BadUser, user_of
 
 logger = logging.getLogger("wsplugin")
 
@@ -77,6 +78,10 @@ class ManagedEndpoint:
                 settings.authorize(identity, room)
             ):
                 return self._refused("auth")
+            user_of(identity, settings.max_user_info_bytes)
+        except BadUser as exc:
+            logger.warning("wsplugin: handshake refused: %s", exc)
+            return self._refused("auth")
         except Exception as exc:
             logger.info("wsplugin: handshake refused by a hook: %r", exc)
             return self._refused("auth")
@@ -158,6 +163,7 @@ class ManagedEndpoint:
         command_id = command.get("id")
         try:
             await self.manager.publish(room, data, exclude=exclude, sender=conn.id,
+                                       user=conn.user_id,
                                        wait=command_id is not None,
                                        on_done=_publish_reply(conn, room, command_id))
         except p.UnencodableData as exc:  # what the on_message hook returned

@@ -186,7 +186,7 @@ class Streams:
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, room: str, spec: History, data: Data,
-                      exclude: frozenset[str] | None, sender: str | None,
+                      exclude: frozenset[str] | None, sender: str | None, user: str | None,
                       on_done: PublishDone | None) -> int:
         """Store and send (the history part of ``WebSocketManager.publish``).
 
@@ -194,7 +194,7 @@ class Streams:
         ``on_done`` hears the end, after this node delivered the message. Returns the local
         member count.
         """
-        head = encode_head(room, data, sender)
+        head = encode_head(room, data, sender, user)
         if on_done is None:
             try:
                 await self._store().publish(room, head, exclude or _NONE, spec)
