@@ -8,19 +8,16 @@ changes whenever the storage lost the stream). ``(epoch, offset)`` is a client's
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wsplugin.patterns import PatternRules
 from wsplugin.types import JSON
 
 META_TTL = 30 * 86400
 """Seconds a stream's epoch and top offset outlive its messages, so a position stays checkable."""
-
-_CACHE_LIMIT = 10_000
-
 
 class NoHistory(ValueError):
     """The room keeps no history (no pattern of the ``history`` setting matches it)."""
@@ -89,29 +86,8 @@ class HistoryPage:
         }
 
 
-class HistoryRules:
-    """Room name -> :class:`History` (or None), by glob pattern; cached per room name."""
-
-    __slots__ = ("_cache", "patterns")
-
-    def __init__(self, patterns: Mapping[str, History]) -> None:
-        self.patterns = dict(patterns)
-        self._cache: dict[str, History | None] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def get(self, room: str) -> History | None:
-        """The history of ``room``: the first matching pattern, in the order given."""
-        try:
-            return self._cache[room]
-        except KeyError:
-            pass
-        spec = next((h for p, h in self.patterns.items() if fnmatch.fnmatchcase(room, p)), None)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[room] = spec
-        return spec
+HistoryRules = PatternRules[History]
+"""Room name -> :class:`History` (or None), by glob pattern; cached per room name."""
 
 
 def normalise_history(value: Any) -> dict[str, History]:
