@@ -6,8 +6,8 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from admin_ui.auth import Principal, check_password, check_token
 from admin_ui.context import AdminContext
@@ -150,10 +150,11 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
 
 
 def _static(router: APIRouter) -> None:
-    @router.get("/static/{name}")
+    @router.api_route("/static/{name}", methods=["GET", "HEAD"])
     async def static(name: str) -> Response:
+        """GET and HEAD, every answer with the security headers (``nosniff`` among them)."""
         media_type = STATIC_FILES.get(name)
         if media_type is None:
-            raise HTTPException(404)
+            return PlainTextResponse("Not Found", 404)
         headers = {"Cache-Control": "no-cache"}
         return FileResponse(STATIC / name, media_type=media_type, headers=headers)
