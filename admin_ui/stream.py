@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -42,6 +43,12 @@ class SessionWatch:
         self.who = who if who is not None and who.via == "session" else None
         self.checked = time.monotonic()
 
+    def next_check(self) -> float:
+        """Seconds until the session is due to be checked again (never, for no session)."""
+        if self.who is None:
+            return math.inf
+        return max(0.0, self.checked + self.ctx.session_recheck - time.monotonic())
+
     async def ended(self) -> bool:
         if self.who is None or time.monotonic() - self.checked < self.ctx.session_recheck:
             return False
@@ -59,7 +66,7 @@ async def _next_delta(
             return None
         delta: dict[str, Any] | None = None
         try:
-            wait = min(remaining, watch.ctx.session_recheck)
+            wait = min(remaining, watch.next_check())
             delta = await asyncio.wait_for(subscriber.queue.get(), wait)
         except TimeoutError:
             pass
