@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.support import ROOT, ThreadServer
 from tests.test_connection import SNDBUF, stalled_client
 from tests.test_history import echo, messages, welcome
+from tests.test_metrics import PATH, scrape, value
 from tests.ws_helpers import (
     abort,
     errors_logged,
@@ -279,15 +280,15 @@ async def test_leaving_the_room_during_a_recovery_ends_it_cleanly(
     assert errors == []
 
 
-async def test_history_lost_during_a_recovery_is_a_reset_and_every_outcome_is_counted(
+async def test_history_lost_during_a_recovery_is_a_reset_and_every_outcome_is_measured(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A recovery whose messages are trimmed while its client reads slowly ends with a
-    ``reset`` at the room's position, then live messages. The stats count that, a complete
-    recovery and a refused one."""
+    ``reset`` at the room's position, then live messages. ``/ws-metrics`` counts that, a
+    complete recovery and a refused one, with their sizes and durations."""
     history = {"h-*": History(size=MISSED, ttl=60)}
     with errors_logged(caplog) as errors, \
-            storm_server(history=history) as (server, manager):
+            storm_server(history=history, metrics_path=PATH) as (server, manager):
         away, hello = await welcome(server, "h-lost")
         await away.close()
         await fill(server, manager, "h-lost", 1, 30)
@@ -311,6 +312,14 @@ async def test_history_lost_during_a_recovery_is_a_reset_and_every_outcome_is_co
                               "offset": 30 + MISSED}
         await on_server(server, manager.broadcast("h-lost", "after"))
         assert [f["offset"] for f in await messages(slow, 1)] == [31 + MISSED]
+        samples = await scrape(server)
+        for outcome in ("recovered", "not_recovered", "reset"):
+            assert value(samples, "wsplugin_recoveries_total", outcome=outcome) == 1
+        assert value(samples, "wsplugin_recovery_messages_count") == 3
+        assert value(samples, "wsplugin_recovery_messages_sum") == 3 + len(offsets)
+        assert value(samples, "wsplugin_recovery_messages_bucket", le="0.0") == 1
+        assert value(samples, "wsplugin_recovery_seconds_count") == 3
+        assert value(samples, "wsplugin_recovery_seconds_bucket", le="+Inf") == 3
         stats = manager.local_stats()
         assert (stats["recoveries"], stats["recoveries_failed"], stats["recoveries_reset"]) \
             == (1, 1, 1)
