@@ -17,14 +17,24 @@ from starlette.templating import Jinja2Templates
 
 from admin_ui.api import api_router
 from admin_ui.audit import AuditLog
-from admin_ui.auth import AdminAuth, AdminAuthOption, Principal, resolve_auth, signing_key
+from admin_ui.auth import (
+    AdminAuth,
+    AdminAuthOption,
+    Principal,
+    credentials,
+    resolve_auth,
+    signing_key,
+)
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import operator_dependency, principal_dependency
 from admin_ui.feed import Feed
 from admin_ui.lifespan import add_lifespan_step
 from admin_ui.manager import ManagerLike
 from admin_ui.pages import pages_router
+from admin_ui.redis_state import RedisState, redis_broker
+from admin_ui.revocation import RedisRevocations
 from admin_ui.sessions import Sessions
+from admin_ui.shared_throttle import SharedThrottle
 from admin_ui.stream import stream_router
 
 __all__ = [
@@ -61,15 +71,21 @@ def create_context(
     generated token's login link; the pages take their URLs from each request."""
     resolved, generated = resolve_auth(auth, login_url)
     audit = AuditLog()
-    return AdminContext(
+    ctx = AdminContext(
         manager=manager,
         auth=resolved,
-        sessions=Sessions(signing_key(resolved)),
+        sessions=Sessions(signing_key(resolved), credentials(resolved)),
         audit=audit,
         feed=Feed(manager, audit),
         templates=_templates(),
         generated_token=generated,
     )
+    broker = redis_broker(manager)
+    if broker is not None:  # one Redis for every worker and node: share the login state
+        state = RedisState(broker)
+        ctx.revocations = RedisRevocations(state)
+        ctx.shared_throttle = SharedThrottle(state)
+    return ctx
 
 
 def build_router(ctx: AdminContext) -> APIRouter:

@@ -38,6 +38,7 @@ class Principal:
     role: Role
     via: str  # "session", "bearer", "basic", "dependency" or "open"
     nonce: str = ""  # the session's nonce: the CSRF token is derived from it
+    expires: float = 0.0  # a session's end (unix time); 0 for other kinds
 
     @property
     def can_act(self) -> bool:
@@ -151,6 +152,11 @@ def check_password(auth: AdminAuth, username: str, password: str) -> Principal |
             if isinstance(credential, tuple) and _pair_equal(credential, username, password):
                 return Principal(username, role, "basic")
     return None
+
+
+def credentials(auth: AdminAuth) -> list[tuple[Role, Credential]]:
+    """Every configured credential with its role."""
+    return [(role, credential) for role, listed in _by_role(auth) for credential in listed]
 
 
 def _by_role(auth: AdminAuth) -> tuple[tuple[Role, Sequence[Credential]], ...]:

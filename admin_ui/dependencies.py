@@ -15,14 +15,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from admin_ui.auth import Principal, check_password, check_token, principal_from_user
 from admin_ui.context import AdminContext
 from admin_ui.guard import guarded
+from admin_ui.redis_state import StoreUnavailable
 from admin_ui.security import CSRF_HEADER, check_same_origin
-from admin_ui.sessions import COOKIE
+from admin_ui.sessions import COOKIE, session_id
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
 
 bearer_scheme = HTTPBearer(auto_error=False, description="The admin token (operator or viewer)")
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+SESSIONS_UNAVAILABLE = (
+    "session cookies cannot be checked while the session store (Redis) is unreachable; "
+    "use an Authorization header"
+)
 
 
 def _basic(ctx: AdminContext, value: str) -> Principal | None:
@@ -43,19 +48,44 @@ def _from_header(ctx: AdminContext, header: str) -> Principal | None:
     return None
 
 
-def authenticate(ctx: AdminContext, request: Request) -> Principal | None:
+async def authenticate(ctx: AdminContext, request: Request) -> Principal | None:
     """Credentials mode: an Authorization header (Bearer or Basic), else the session cookie.
 
     A header is a login attempt: throttled and counted (``admin_ui.guard``). A session
-    cookie is not (it is an HMAC nobody can guess, and an expired one is no attack).
+    cookie is not (it is an HMAC nobody can guess, and an expired one is no attack); it
+    must not have been revoked (logged out).
     """
     header = request.headers.get("authorization")
     if header:
         scheme = header.partition(" ")[0].lower()
         kind = scheme if scheme in ("bearer", "basic") else "authorization"  # never the value
-        return guarded(ctx.throttle, request, kind, lambda: _from_header(ctx, header))
+        return await guarded(ctx, request, kind, lambda: _from_header(ctx, header))
     cookie = request.cookies.get(COOKIE)
-    return ctx.sessions.read(cookie) if cookie else None
+    return await session_principal(ctx, cookie) if cookie else None
+
+
+async def session_principal(ctx: AdminContext, cookie: str) -> Principal | None:
+    """The principal of a valid session cookie that was not revoked; 503 when the
+    revocations cannot be read (a session is never accepted unchecked)."""
+    who = ctx.sessions.read(cookie)
+    if who is None:
+        return None
+    try:
+        revoked = await ctx.revocations.revoked(session_id(who), who.expires)
+    except StoreUnavailable:
+        raise HTTPException(503, SESSIONS_UNAVAILABLE) from None
+    return None if revoked else who
+
+
+async def still_valid(ctx: AdminContext, who: Principal) -> bool:
+    """Whether a session that was valid when a request began still is (not revoked since).
+    Other principals are checked on every request; True for them."""
+    if who.via != "session":
+        return True
+    try:
+        return not await ctx.revocations.revoked(session_id(who), who.expires)
+    except StoreUnavailable:
+        return False
 
 
 def principal_dependency(ctx: AdminContext) -> PrincipalDependency:
@@ -73,7 +103,7 @@ def principal_dependency(ctx: AdminContext) -> PrincipalDependency:
         request: Request,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ) -> Principal:
-        principal = authenticate(ctx, request)
+        principal = await authenticate(ctx, request)
         if principal is None:
             raise HTTPException(401, "authentication required", headers=UNAUTHORIZED)
         return principal

@@ -1,4 +1,8 @@
-"""A credential check for one request, throttled (429) and logged, never the secret."""
+"""A credential check for one request, throttled (429) and logged, never the secret.
+
+The failures count in Redis for the whole cluster when the dashboard has a
+``shared_throttle`` (the Redis backend), else in this process's ``Throttle``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from collections.abc import Callable
 from fastapi import HTTPException, Request
 
 from admin_ui.auth import Principal
-from admin_ui.throttle import Throttle, retry_header
+from admin_ui.context import AdminContext
+from admin_ui.throttle import retry_header
 
 logger = logging.getLogger("wsplugin.admin")
 
@@ -30,14 +35,28 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def guarded(throttle: Throttle, request: Request, kind: str, check: Check) -> Principal | None:
+async def retry_after(ctx: AdminContext, address: str) -> float:
+    if ctx.shared_throttle is None:
+        return ctx.throttle.retry_after(address)
+    return await ctx.shared_throttle.retry_after(ctx.throttle, address)
+
+
+async def count_failure(ctx: AdminContext, address: str) -> float:
+    if ctx.shared_throttle is None:
+        return ctx.throttle.failed(address)
+    return await ctx.shared_throttle.failed(ctx.throttle, address)
+
+
+async def guarded(
+    ctx: AdminContext, request: Request, kind: str, check: Check
+) -> Principal | None:
     """Run ``check`` unless the address is throttled; count and log a failure.
 
     Raises ``Throttled`` before the check (locked address, or an alert and an address
     with recent failures) or after a failure that must be answered 429.
     """
     address = client_address(request)
-    wait = throttle.retry_after(address)
+    wait = await retry_after(ctx, address)
     if wait > 0:
         refused = Throttled(wait)
         _log("login refused (throttled %s s)", address, request, kind, refused.retry_after)
@@ -45,7 +64,7 @@ def guarded(throttle: Throttle, request: Request, kind: str, check: Check) -> Pr
     who = check()
     if who is not None:
         return who
-    wait = throttle.failed(address)
+    wait = await count_failure(ctx, address)
     if wait <= 0:
         _log("failed login", address, request, kind)
         return None

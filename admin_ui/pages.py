@@ -6,15 +6,16 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
-from admin_ui.auth import Principal, check_password, check_token
+from admin_ui.auth import Credential, Principal, check_password, check_token
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency, authenticate
 from admin_ui.guard import Throttled, client_address, guarded
+from admin_ui.redis_state import StoreUnavailable
 from admin_ui.security import SecureRoute, check_same_origin
-from admin_ui.sessions import COOKIE
+from admin_ui.sessions import COOKIE, session_id
 from admin_ui.urls import admin_base
 
 STATIC = Path(__file__).parent / "static"
@@ -24,6 +25,10 @@ STATIC_FILES.update({"charts.js": JS, "charts.css": "text/css"})
 QUERY_TOKEN_REFUSED = (
     "Tokens in the URL query string (?token=) are refused: they end up in access logs. "
     "Use the form below, or a link ending in #token=…"
+)
+LOGOUT_FAILED = (
+    "Logged out in this browser, but the session could not be revoked on the server: the "
+    "session store (Redis) is unreachable. Log out again once it is back."
 )
 
 logger = logging.getLogger("wsplugin.admin")
@@ -37,7 +42,7 @@ def maybe_principal(ctx: AdminContext, viewer: PrincipalDependency) -> MaybePrin
         return viewer
 
     async def maybe(request: Request) -> Principal | None:
-        return authenticate(ctx, request)
+        return await authenticate(ctx, request)
 
     return maybe
 
@@ -86,14 +91,16 @@ def _login_form(
     )
 
 
-def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
+def _logged_in(
+    ctx: AdminContext, request: Request, who: Principal, credential: Credential
+) -> Response:
     how = "with a token" if who.via == "bearer" else "with a password"
     ctx.audit.record(who, "login", who.name, how)
     base = admin_base(request, "/login")
     response = RedirectResponse(base + "/", 303)
     response.set_cookie(
         COOKIE,
-        ctx.sessions.issue(who),
+        ctx.sessions.issue(who, credential),
         max_age=int(ctx.sessions.lifetime),
         path=base,
         httponly=True,
@@ -103,16 +110,22 @@ def _logged_in(ctx: AdminContext, request: Request, who: Principal) -> Response:
     return response
 
 
-def _check_form(ctx: AdminContext, request: Request, form: Any) -> Principal | None:
-    """The token form or the password form; a filled one is a throttled login attempt."""
+async def _check_form(
+    ctx: AdminContext, request: Request, form: Any
+) -> tuple[Principal, Credential] | None:
+    """The token form or the password form; a filled one is a throttled login attempt.
+    Returns who logged in and with which credential (the session is bound to it)."""
     token = str(form.get("token") or "")
     if token:
-        return guarded(ctx.throttle, request, "form token", partial(check_token, ctx.auth, token))
+        check = partial(check_token, ctx.auth, token)
+        who = await guarded(ctx, request, "form token", check)
+        return None if who is None else (who, token)
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     if not username:
         return None
     check = partial(check_password, ctx.auth, username, password)
-    return guarded(ctx.throttle, request, "form password", check)
+    who = await guarded(ctx, request, "form password", check)
+    return None if who is None else (who, (username, password))
 
 
 def _login(router: APIRouter, ctx: AdminContext) -> None:
@@ -132,28 +145,38 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
         if not ctx.auth.uses_credentials:
             return RedirectResponse(admin_base(request, "/login") + "/", 303)
         try:
-            who = _check_form(ctx, request, await request.form())
+            found = await _check_form(ctx, request, await request.form())
         except Throttled as throttled:
             message = f"Too many failed logins. Try again in {throttled.retry_after} s."
             return _login_form(ctx, request, message, 429, throttled.headers)
-        if who is None:
+        if found is None:
             return _login_form(ctx, request, "Wrong credentials.", 401)
-        return _logged_in(ctx, request, who)
+        return _logged_in(ctx, request, *found)
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
+        """Revoke the session on the server (every worker, with Redis), then drop the cookie."""
         check_same_origin(request)
         base = admin_base(request, "/logout")
-        response = RedirectResponse(base + "/login", 303)
+        response: Response = RedirectResponse(base + "/login", 303)
+        who = ctx.sessions.read(request.cookies.get(COOKIE, ""))
+        if who is not None:
+            try:
+                await ctx.revocations.revoke(session_id(who), who.expires)
+            except StoreUnavailable:
+                response = PlainTextResponse(LOGOUT_FAILED, 503)
+            else:
+                ctx.audit.record(who, "logout", who.name, "session revoked")
         response.delete_cookie(COOKIE, path=base, httponly=True, samesite="strict")
         return response
 
 
 def _static(router: APIRouter) -> None:
-    @router.get("/static/{name}")
+    @router.api_route("/static/{name}", methods=["GET", "HEAD"])
     async def static(name: str) -> Response:
+        """GET and HEAD, every answer with the security headers (``nosniff`` among them)."""
         media_type = STATIC_FILES.get(name)
         if media_type is None:
-            raise HTTPException(404)
+            return PlainTextResponse("Not Found", 404)
         headers = {"Cache-Control": "no-cache"}
         return FileResponse(STATIC / name, media_type=media_type, headers=headers)

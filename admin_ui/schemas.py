@@ -26,6 +26,7 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"typ
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("No credentials, or wrong ones"),
     429: _error("Too many failed logins from this address", headers=RETRY_AFTER),
+    503: _error("A session cookie, while the session store (Redis) is unreachable"),
 }
 """What every authenticated route can answer besides its own results."""
 ACTION_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,7 +12,9 @@ an address with a recent failure is not even checked, and every failed attempt i
 429 instead of 401: a botnet gets at most one guess per address and window, while a correct
 credential from a clean address still passes (it is checked, in constant time, as always).
 
-The state is per process: with N workers the per-address budget is N times larger.
+This state is one process's. With the Redis backend the dashboard counts in Redis instead,
+for the whole cluster (``admin_ui.shared_throttle``, same rules and numbers); this one then
+gives the limits and stands in while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class Throttle:
         state.last_failure = now
         if state.level or len(state.failures) >= self.limits.attempts:
             state.level += 1
-            lock = self.limits.first_lock * 2 ** (state.level - 1)
+            lock = self.limits.first_lock * 2.0 ** min(state.level - 1, 64)
             state.locked_until = now + min(self.limits.max_lock, lock)
         self._count_globally(now)
         return max(state.locked_until - now, self.alert(), 0.0)

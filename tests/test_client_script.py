@@ -63,3 +63,19 @@ def test_client_is_self_contained_and_small() -> None:
     assert URL.findall(script) == [], "the client must not load anything from elsewhere"
     assert "import " not in script  # no dependencies
     assert len(script.splitlines()) <= 450
+
+
+def test_every_answer_says_nosniff() -> None:
+    """200, HEAD and 304 of the script and its types: a browser never sniffs them."""
+    app, _ = make_app()
+    with TestClient(app) as client:
+        for path, media_type in [("/ws-client.js", "text/javascript; charset=utf-8"),
+                                 ("/ws-client.d.ts", "application/typescript")]:
+            full = client.get(path)
+            head = client.head(path)
+            unchanged = client.get(path, headers={"if-none-match": full.headers["etag"]})
+            assert [full.status_code, head.status_code, unchanged.status_code] == [200, 200, 304]
+            for response in (full, head, unchanged):
+                assert response.headers["x-content-type-options"] == "nosniff", (path, response)
+            assert full.headers["content-type"] == media_type
+            assert head.headers["content-type"] == media_type

@@ -3,7 +3,7 @@
 ``static/wsplugin.js`` is a dependency-free ES module (see docs/client.md). Both files are
 read once, sent with a strong ``ETag`` and ``Cache-Control: no-cache`` (a browser revalidates
 each load and gets ``304 Not Modified`` until wsplugin is upgraded), so a deploy never leaves
-a page on an old client.
+a page on an old client. Every answer says ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from starlette.routing import Route
 STATIC = Path(__file__).parent / "static"
 SCRIPT = "wsplugin.js"
 TYPES = "wsplugin.d.ts"
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+"""On every answer, 304 too: a browser never runs these files as anything but their type."""
 
 
 @functools.cache
@@ -33,7 +35,7 @@ def _responder(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def serve(request: Request) -> Response:
         body, etag = _asset(name)
-        headers = {"ETag": etag, "Cache-Control": "no-cache", **extra}
+        headers = {"ETag": etag, "Cache-Control": "no-cache", **NOSNIFF, **extra}
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=media_type, headers=headers)

@@ -278,6 +278,10 @@ class Settings:
         doc="room glob -> ``History(size, ttl)`` (the variable holds JSON)", factory=dict,
         env=parse_history_env, normalise=normalise_history)
     recovery_max_messages: int = _count(300, "most messages one recovery may replay")
+    max_concurrent_recoveries: int = _count(
+        16, "history recoveries one node runs at a time; others wait ``recovery_wait``")
+    recovery_wait: float = _seconds(
+        5.0, "seconds a recovery waits for a free slot before ``recovered: false``")
     compression: bool | Literal["auto"] = setting(
         "auto", doc="shared permessage-deflate where negotiated; ``False``: plain frames",
         env=_parse_auto_or_bool, check=_one_of("auto", True, False),

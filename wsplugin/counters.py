@@ -2,9 +2,9 @@
 
 :class:`Counters` are bumped on the hot path (one attribute bump per event, shared by every
 connection). :class:`Tally` keeps lifecycle counts: handshakes accepted and refused, closes
-by code; each is one dictionary bump, once per connection (never per message). The delivery
-latency histogram is ``None`` (and costs one attribute test per broadcast) until metrics
-are enabled, see :mod:`wsplugin.metrics`.
+by code, history recoveries; each is one dictionary bump, once per connection or recovery
+(never per message). The delivery latency histogram is ``None`` (and costs one attribute
+test per broadcast) until metrics are enabled, see :mod:`wsplugin.metrics`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,19 @@ Source = Literal["local", "remote"]
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 """Upper bounds in seconds of the delivery latency histogram (``+Inf`` is implied)."""
+
+RECOVERY_OUTCOMES = ("recovered", "not_recovered", "reset")
+"""How a history recovery ended: every missed message delivered; ``recovered: false``; or
+``recovered: true`` and then a ``reset`` (the stream lost messages while they were read)."""
+
+RecoveryOutcome = Literal["recovered", "not_recovered", "reset"]
+
+RECOVERY_SIZE_BUCKETS = (0.0, 1.0, 10.0, 50.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+"""Upper bounds of the recovery size histogram, in messages replayed."""
+
+RECOVERY_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                            30.0, 60.0)
+"""Upper bounds in seconds of the recovery duration histogram."""
 
 _CLOSE_KEYS = {code: str(code) for code in CLOSE_CODES}
 
@@ -107,16 +120,34 @@ class DeliveryLatency:
             histogram.observe(now - started)
 
 
+class RecoveryTally:
+    """History recoveries: how each ended, how many messages it replayed, how long it took
+    (from the join to the hand-over to live delivery). One update per recovery."""
+
+    __slots__ = ("messages", "outcomes", "seconds")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = dict.fromkeys(RECOVERY_OUTCOMES, 0)
+        self.messages = Histogram(RECOVERY_SIZE_BUCKETS)
+        self.seconds = Histogram(RECOVERY_SECONDS_BUCKETS)
+
+    def record(self, outcome: RecoveryOutcome, messages: int, seconds: float) -> None:
+        self.outcomes[outcome] += 1
+        self.messages.observe(messages)
+        self.seconds.observe(seconds)
+
+
 class Tally:
     """Per-manager lifecycle counts (see the module docstring)."""
 
-    __slots__ = ("accepted", "closes", "latency", "refused")
+    __slots__ = ("accepted", "closes", "latency", "recoveries", "refused")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.closes: dict[str, int] = dict.fromkeys([*_CLOSE_KEYS.values(), "other"], 0)
         self.latency: DeliveryLatency | None = None
+        self.recoveries = RecoveryTally()
 
     def refuse(self, reason: RefusalReason) -> None:
         self.refused[reason] += 1

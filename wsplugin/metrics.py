@@ -80,6 +80,7 @@ class WSCollector(Collector):
         yield from self._counters()
         yield from self._broker()
         yield from self._latency()
+        yield from self._recoveries()
 
     # -- gauges, from the live registry ----------------------------------------------
 
@@ -189,6 +190,23 @@ class WSCollector(Collector):
             for source, histogram in (("local", latency.local), ("remote", latency.remote)):
                 family.add_metric([source], *_histogram(histogram))
         yield family
+
+    def _recoveries(self) -> Iterator[Metric]:
+        tally = self.manager.tally.recoveries
+        yield _labelled("wsplugin_recoveries",
+                        "History recoveries by outcome: recovered (every missed message "
+                        "sent), not_recovered (recovered: false), reset (a reset after "
+                        "recovered: true).", "outcome", dict(tally.outcomes))
+        for name, doc, histogram in (
+            ("wsplugin_recovery_messages", "Messages replayed per history recovery.",
+             tally.messages),
+            ("wsplugin_recovery_seconds",
+             "From the join to the hand-over to live delivery, per history recovery.",
+             tally.seconds),
+        ):
+            family = HistogramMetricFamily(name, doc, labels=[])
+            family.add_metric([], *_histogram(histogram))
+            yield family
 
     # -- keeping the cluster read fresh for exporters that do not call refresh --------
 

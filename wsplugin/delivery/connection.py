@@ -165,6 +165,30 @@ class Connection:
         message, size = text_message(text)
         return self.deliver(message, size)
 
+    async def room_for(self, size: int, count: int = 1) -> bool:
+        """Wait until ``count`` messages of ``size`` bytes in all can be delivered without
+        overflowing the outbound queue; False once the connection has ended.
+
+        For a producer that paces itself by this connection (a history recovery): it never
+        makes the queue overflow, so it holds at most the queue's bounds, however slowly
+        the client reads. While the socket pushes back it waits for the queue to be written.
+        """
+        while not self.closed and not self.accepts(size, count):
+            draining = self._draining
+            if draining is None:  # coalesce mode: the end-of-iteration flush writes the queue
+                self.request_flush()
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((draining,))
+        return not self.closed
+
+    def accepts(self, size: int, count: int = 1) -> bool:
+        """Whether :meth:`deliver` of ``count`` messages (``size`` bytes) would neither queue
+        them beyond the queue's bounds nor drop anything."""
+        if self._draining is None and not (self.coalesce and self.outbox.items):
+            return True  # written at once (or held until the end of this loop iteration)
+        return self.outbox.fits(size, count)
+
     def request_flush(self) -> None:
         """The writer holds frames: :meth:`flush` at the end of this loop iteration."""
         if not self._flush_pending:

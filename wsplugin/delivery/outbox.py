@@ -30,9 +30,13 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.items)
 
+    def fits(self, size: int, count: int = 1) -> bool:
+        """Whether ``count`` more messages of ``size`` bytes in all stay within both bounds."""
+        return len(self.items) + count <= self.max_messages and self.bytes + size <= self.max_bytes
+
     def put(self, message: ASGIMessage, size: int, room: DropCounter | None) -> bool:
         """Queue the message if it fits within both bounds."""
-        if len(self.items) < self.max_messages and self.bytes + size <= self.max_bytes:
+        if self.fits(size):
             self.items.append((message, size, room))
             self.bytes += size
             return True

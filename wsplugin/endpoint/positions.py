@@ -9,14 +9,23 @@ from typing import Any
 from wsplugin import protocol as p
 from wsplugin.protocol import ProtocolError
 
+MAX_OFFSET_DIGITS = 16
+"""Digits of the largest offset (2**53 - 1, the largest integer a JavaScript number holds)."""
+
 
 def query_position(query: Mapping[str, str]) -> tuple[str, int] | None:
-    """``?epoch=<e>&offset=<n>``; a malformed offset can only fail to recover."""
+    """``?epoch=<e>&offset=<n>``; a malformed offset can only fail to recover.
+
+    The offset must be 1 to 16 ASCII digits: ``str.isdigit`` alone accepts other scripts'
+    digits (``²``, ``٣``) that ``int`` refuses or reads, and ``int`` refuses more than 4,300
+    digits. Anything else is offset -1, which no stream has (``recovered: false``).
+    """
     epoch = query.get("epoch")
     if epoch is None:
         return None
     raw = query.get("offset", "")
-    return epoch, int(raw) if raw.isdigit() else -1
+    valid = len(raw) <= MAX_OFFSET_DIGITS and raw.isascii() and raw.isdigit()
+    return epoch, int(raw) if valid else -1
 
 
 def command_position(command: dict[str, Any]) -> tuple[str, int] | None:

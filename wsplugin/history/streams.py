@@ -9,20 +9,23 @@ read from history; a gap that history cannot fill becomes a ``reset`` frame.
 A connection that joins a history room is first a :class:`Joiner`: it is a hub member but
 the hub skips it, and the stream buffers what it would have received. Its reply
 (``welcome``/``joined``, with the position and, on a recovery, ``recovered``) goes out
-first, then the recovered messages, then the buffered ones after that position: no gap,
-no duplicate. Then it is an ordinary member again.
+first, then the recovered messages (read in pages, see :mod:`wsplugin.history.recovery`), then the
+buffered ones after that position: no gap, no duplicate. Then it is an ordinary member
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplugin.backends.base import Broker, BrokerError
 from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone
 from wsplugin.config import Settings
+from wsplugin.counters import Tally
 from wsplugin.delivery.hub import Hub
 from wsplugin.history import (
     History,
@@ -32,6 +35,7 @@ from wsplugin.history import (
     NoHistory,
     Position,
 )
+from wsplugin.history.recovery import Recoveries
 from wsplugin.protocol import encode_head, encode_json, reply, text_message
 from wsplugin.types import ASGIMessage, Data
 
@@ -51,6 +55,9 @@ class StreamsOwner(Protocol):
     @property
     def broker(self) -> Broker: ...
 
+    @property
+    def tally(self) -> Tally: ...
+
     def enter_room(self, conn: Connection, room: str) -> Awaitable[bool]:
         """The bookkeeping step of a join (hub, event, broker subscription)."""
 
@@ -69,22 +76,34 @@ RETRY_DELAY = 1.0
 _NONE: frozenset[str] = frozenset()
 
 
-class Joiner:
-    """A member whose reply is not sent yet (or that still catches up with the stream)."""
+Held = tuple[str, int, ASGIMessage | None, int, frozenset[str]]
+"""A buffered live message (or reset, without a message): epoch, offset, message, size,
+excluded ids."""
 
-    __slots__ = ("conn", "epoch", "items", "sent", "waiting")
+
+class Joiner:
+    """A member whose reply is not sent yet (or that still catches up with the stream).
+
+    Its buffer is bounded like the connection's outbound queue (messages and bytes). When a
+    long recovery lets it overflow, it is dropped and ``lost`` is set: the recovery then
+    reads those messages from history instead (see :mod:`wsplugin.history.recovery`).
+    """
+
+    __slots__ = ("conn", "epoch", "held", "items", "lost", "sent", "waiting")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.waiting = True
         self.epoch: str | None = None
         self.sent = 0
-        self.items: list[tuple[str, int, ASGIMessage | None, int, frozenset[str]]] = []
+        self.items: list[Held] = []
+        self.held = 0  # bytes of the buffered messages
+        self.lost = False
 
     def offer(self, epoch: str, offset: int, message: ASGIMessage, size: int,
               exclude: frozenset[str]) -> None:
         if self.waiting:
-            self.items.append((epoch, offset, message, size, exclude))
+            self._hold((epoch, offset, message, size, exclude), size)
         elif epoch == self.epoch and offset > self.sent:
             self.sent = offset
             if self.conn.id not in exclude:
@@ -92,10 +111,48 @@ class Joiner:
 
     def offer_reset(self, epoch: str, offset: int, room: str) -> None:
         if self.waiting:
-            self.items.append((epoch, offset, None, 0, _NONE))
+            self._hold((epoch, offset, None, 0, _NONE), 0)
         elif epoch != self.epoch or offset > self.sent:
             self.epoch, self.sent = epoch, offset
             self.conn.deliver_text(reset_frame(room, epoch, offset))
+
+    def _hold(self, item: Held, size: int) -> None:
+        if self.lost:
+            return
+        outbox = self.conn.outbox
+        if len(self.items) >= outbox.max_messages or self.held + size > outbox.max_bytes:
+            self._drop()
+            self.lost = True  # history still has them
+            return
+        self.items.append(item)
+        self.held += size
+
+    def _drop(self) -> None:
+        self.items = []
+        self.held = 0
+
+    def reply(self, head: dict[str, Any] | None, position: Position | None,
+              recovered: bool | None) -> None:
+        send_head(self.conn, head, position, recovered)
+
+    def refuse(self, head: dict[str, Any] | None, stream: Stream) -> None:
+        """``recovered: false`` with the room's position now, then live messages."""
+        self.reply(head, stream.position(), False)
+        self.start_at(stream)
+
+    def reset_to(self, stream: Stream) -> None:
+        """Continuity is lost: a ``reset`` with the room's position now, then live messages."""
+        position = stream.position()
+        if position is not None:
+            self.conn.deliver_text(reset_frame(stream.room, position.epoch, position.offset))
+        self.start_at(stream)
+
+    def start_at(self, stream: Stream) -> None:
+        """Go live from the room's position now: nothing buffered is needed."""
+        self._drop()
+        position = stream.position()
+        self.start(None if position is None else position.epoch,
+                   0 if position is None else position.offset, stream.room)
 
     def caught_up(self, stream: Stream) -> bool:
         return stream.room not in self.conn.rooms or (
@@ -106,7 +163,8 @@ class Joiner:
         """The reply went out at (``epoch``, ``sent``): send what was buffered after it."""
         self.waiting = False
         self.epoch, self.sent = epoch, sent
-        items, self.items = self.items, []
+        items = self.items
+        self._drop()
         for item_epoch, offset, message, size, exclude in items:
             if message is None:
                 self.offer_reset(item_epoch, offset, room)
@@ -116,6 +174,20 @@ class Joiner:
 
 def reset_frame(room: str, epoch: str, offset: int) -> str:
     return reply("reset", room=room, epoch=epoch, offset=offset)
+
+
+def send_head(conn: Connection, head: dict[str, Any] | None, position: Position | None,
+              recovered: bool | None) -> None:
+    """The ``welcome``/``joined`` of a history room: ``head`` with the position (nothing for a
+    join without a reply: a user route's rooms)."""
+    if head is None:
+        return
+    frame = dict(head)
+    frame["epoch"] = "" if position is None else position.epoch
+    frame["offset"] = 0 if position is None else position.offset
+    if recovered is not None:
+        frame["recovered"] = recovered
+    conn.deliver_text(encode_json(frame))
 
 
 class Stream:
@@ -147,12 +219,11 @@ class Streams:
         self.owner = owner
         self.rules = HistoryRules(owner.settings.history)
         self.active = bool(self.rules)
-        self.max_recovery = owner.settings.recovery_max_messages
+        self.recoveries = Recoveries(owner.settings, owner.tally.recoveries)
         self.streams: dict[str, Stream] = {}
         self.store: HistoryStore | None = None
         self.counters: dict[str, int] = dict.fromkeys(
-            ("history_resets", "history_gaps_filled", "history_duplicates",
-             "recoveries", "recoveries_failed"), 0
+            ("history_resets", "history_gaps_filled", "history_duplicates"), 0
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -177,7 +248,12 @@ class Streams:
         return self.rules.get(room) if self.active else None
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters) if self.active else {}
+        if not self.active:
+            return {}
+        outcomes = self.recoveries.tally.outcomes
+        return {**self.counters, "recoveries": outcomes["recovered"],
+                "recoveries_failed": outcomes["not_recovered"],
+                "recoveries_reset": outcomes["reset"]}
 
     def _store(self) -> HistoryStore:
         if self.store is None:
@@ -241,26 +317,26 @@ class Streams:
         The history part of ``WebSocketManager.add_member``. Returns False if the connection
         already was a member (``head`` is sent all the same).
         """
+        started = time.perf_counter()
         stream = self._stream(room, spec)
         if conn.id in stream.joiners or room in conn.rooms:
-            self._send_head(conn, head, stream.position(), None if want is None else False)
+            send_head(conn, head, stream.position(), None if want is None else False)
             return False
         joiner = stream.joiners[conn.id] = Joiner(conn)
         try:
             await self.owner.enter_room(conn, room)
             position = await self._wait_ready(stream)
-            replay: list[Entry] = []
-            recovered: bool | None = None
-            if want is not None:
-                replay, recovered = await self._recover(stream, position, *want)
+            if want is None:
+                joiner.reply(head, position, None)
+                joiner.start_at(stream)
+            else:
+                await self.recoveries.recover(self.store, stream, joiner, head, position,
+                                              *want, started)
+                if joiner.waiting:  # it closed or left the room during the recovery
+                    joiner.start_at(stream)
         except BaseException:
             stream.joiners.pop(conn.id, None)  # an ordinary member, if a member at all
             raise
-        self._send_head(conn, head, position, recovered)
-        for _, frame, _ in replay:
-            conn.deliver_text(frame)
-        joiner.start(None if position is None else position.epoch,
-                     0 if position is None else position.offset, room)
         self._release(stream)
         return True
 
@@ -280,43 +356,6 @@ class Streams:
             except TimeoutError:
                 return None
         return stream.position()
-
-    async def _recover(self, stream: Stream, position: Position | None, epoch: str,
-                       offset: int) -> tuple[list[Entry], bool]:
-        """All the messages after (``epoch``, ``offset``) up to ``position``, or none."""
-        entries = await self._recovery_entries(stream, position, epoch, offset)
-        self.counters["recoveries" if entries is not None else "recoveries_failed"] += 1
-        return (entries, True) if entries is not None else ([], False)
-
-    async def _recovery_entries(self, stream: Stream, position: Position | None, epoch: str,
-                                offset: int) -> list[Entry] | None:
-        if position is None or epoch != position.epoch or not 0 <= offset <= position.offset:
-            return None
-        missed = position.offset - offset
-        if missed > self.max_recovery:
-            return None
-        if missed == 0:
-            return []
-        try:
-            read_at, entries = await self._store().read(stream.room, offset, missed, stream.spec)
-        except Exception as exc:
-            logger.info("wsplugin: recovery read of %s failed: %r", stream.room, exc)
-            return None
-        offsets = [entry[0] for entry in entries]
-        if read_at.epoch != epoch or offsets != list(range(offset + 1, position.offset + 1)):
-            return None  # trimmed, expired, or the stream was lost meanwhile
-        return entries
-
-    def _send_head(self, conn: Connection, head: dict[str, Any] | None,
-                   position: Position | None, recovered: bool | None) -> None:
-        if head is None:  # a join without a reply (a user route's rooms)
-            return
-        frame = dict(head)
-        frame["epoch"] = "" if position is None else position.epoch
-        frame["offset"] = 0 if position is None else position.offset
-        if recovered is not None:
-            frame["recovered"] = recovered
-        conn.deliver_text(encode_json(frame))
 
     def _release(self, stream: Stream) -> None:
         """Joiners that caught up become ordinary members; closed ones are forgotten."""

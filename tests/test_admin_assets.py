@@ -1,0 +1,51 @@
+"""Every static file of the dashboard, on a FastAPI app and on a plain Starlette app: its
+content type, ``nosniff`` and the other security headers, on every kind of answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from admin_ui import mount_admin
+from admin_ui.pages import STATIC, STATIC_FILES
+from tests.admin_helpers import ADMIN, admin_auth, create_app
+from wsplugin import WebSocketManager
+
+TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+def test_every_file_in_the_static_directory_is_served() -> None:
+    assert sorted(STATIC_FILES) == sorted(path.name for path in STATIC.iterdir())
+
+
+def starlette_app() -> Starlette:
+    app = Starlette()
+    mount_admin(app, WebSocketManager(), auth=admin_auth())
+    return app
+
+
+@pytest.mark.parametrize("make", [create_app, starlette_app], ids=["fastapi", "starlette"])
+async def test_every_asset_says_nosniff_with_its_type(make: Any) -> None:
+    transport = httpx.ASGITransport(app=make())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name in sorted(STATIC_FILES):
+            url = f"{ADMIN}/static/{name}"
+            full = await client.get(url)
+            assert full.status_code == 200 and full.content == (STATIC / name).read_bytes()
+            revalidated = await client.get(url, headers={
+                "if-none-match": full.headers["etag"],
+                "if-modified-since": full.headers["last-modified"],
+            })
+            head = await client.head(url)
+            assert revalidated.status_code in (200, 304) and head.status_code == 200
+            for response in (full, revalidated, head):
+                assert response.headers["x-content-type-options"] == "nosniff", (name, response)
+                assert response.headers["cross-origin-resource-policy"] == "same-origin"
+            assert full.headers["content-type"] == TYPES[name[name.rindex("."):]]
+            assert head.headers["content-type"] == full.headers["content-type"]
+        missing = await client.get(f"{ADMIN}/static/nothing.js")
+        assert missing.status_code == 404
+        assert missing.headers["x-content-type-options"] == "nosniff"
