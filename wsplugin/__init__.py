@@ -10,6 +10,7 @@ from wsplugin.history import History, HistoryMessage, HistoryPage, NoHistory, Po
 from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
+from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.protocol import CloseCode
 from wsplugin.users import User
 
@@ -26,9 +27,12 @@ __all__ = [
     "HistoryPage",
     "NoHistory",
     "Position",
+    "Presence",
+    "PresenceStats",
     "Settings",
     "User",
     "UserConnection",
+    "UserPresence",
     "WSManager",
     "WebSocketManager",
     "get_ws_manager",

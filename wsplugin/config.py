@@ -20,6 +20,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from starlette.applications import Starlette
 
 from wsplugin.history import History, normalise_history, parse_history_env
+from wsplugin.presence import Presence, normalise_presence, parse_presence_env
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 SlowConsumerPolicy = Literal["close", "drop_oldest"]
@@ -278,6 +279,12 @@ class Settings:
         doc="room glob -> ``History(size, ttl)`` (the variable holds JSON)", factory=dict,
         env=parse_history_env, normalise=normalise_history)
     recovery_max_messages: int = _count(300, "most messages one recovery may replay")
+    presence: Mapping[str, Presence] = setting(
+        doc="room glob -> ``Presence(join_leave, grace, max_list)``: who is online (the "
+        "variable holds patterns, comma-separated, or JSON)", factory=dict,
+        env=parse_presence_env, normalise=normalise_presence)
+    presence_interval: float = _seconds(
+        0.2, "seconds presence changes of a room are collected into one ``presence_diff``")
     max_concurrent_recoveries: int = _count(
         16, "history recoveries one node runs at a time; others wait ``recovery_wait``")
     recovery_wait: float = _seconds(

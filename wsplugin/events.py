@@ -6,11 +6,12 @@ synchronously inside the emitter and must not block: copy what you need and retu
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 logger = logging.getLogger("wsplugin.events")
 
@@ -24,6 +25,10 @@ EventKind = Literal[
     "slow_close",  # a connection was closed because its queue overflowed or stalled
     "dropped",  # messages were dropped for a connection (drop_oldest policy)
     "health",  # the broker's health changed (detail: status)
+    "user_joined",  # presence: a user's first connection entered a room (identity: user id)
+    "user_left",  # presence: a user's last connection left a room and the grace passed
+    "room_occupied",  # presence: a presence room got its first member, cluster-wide
+    "room_vacated",  # presence: its last member left and the grace passed, cluster-wide
 ]
 EVENT_KINDS: frozenset[EventKind] = frozenset(get_args(EventKind))
 """Every kind, for checking one that arrives from elsewhere (another node, a client)."""
@@ -38,6 +43,21 @@ class Event:
     detail: str = ""
     node: str = ""
     time: float = field(default_factory=time.time)
+
+    @property
+    def user(self) -> str | None:
+        """The user id of a ``user_joined``/``user_left`` event (else the identity)."""
+        return self.identity
+
+    @property
+    def info(self) -> Any:
+        """The user's public info of a ``user_joined`` event (``detail``, parsed), or None."""
+        if self.kind != "user_joined" or not self.detail:
+            return None
+        try:
+            return json.loads(self.detail)
+        except ValueError:
+            return None
 
 
 EventHandler = Callable[[Event], None]

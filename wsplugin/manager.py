@@ -29,6 +29,8 @@ from wsplugin.events import EventBus
 from wsplugin.history import HistoryPage
 from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
+from wsplugin.presence import Presence, PresenceStats, UserPresence
+from wsplugin.presence.tracker import Tracker
 from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
 from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.users import user_of
@@ -90,6 +92,7 @@ class WebSocketManager:
         self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
         self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
         self.streams = Streams(self)
+        self.tracker = Tracker(self)  # presence rooms
 
     @property
     def node_id(self) -> str:
@@ -106,6 +109,7 @@ class WebSocketManager:
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
         self.streams.start()
+        self.tracker.start()
         await self.broker.start(self)
         self.loop = asyncio.get_running_loop()
         self._heartbeat = self.loop.create_task(self._heartbeat_loop())
@@ -126,6 +130,7 @@ class WebSocketManager:
         for task in list(self._tasks):
             task.cancel()
         await self.streams.stop()
+        await self.tracker.stop()
         await self.broker.stop()
         self._started = False
 
@@ -189,6 +194,8 @@ class WebSocketManager:
                          detail=f"{code} {reason}".strip())
         if not self._stopping:  # stopping, the broker drops the whole node at once
             self.broker.connection_closed(conn, rooms)
+            if self.tracker.active:
+                self.tracker.leave_soon(conn.id, rooms)
 
     # ------------------------------------------------------------------ membership
     # The one membership path: every join and leave, whoever asks (the managed endpoint, a
@@ -202,18 +209,24 @@ class WebSocketManager:
 
         Local bookkeeping, the broker's subscription and the ``joined`` event
         (:meth:`enter_room`); in a history room also the room's position in ``reply`` and the
-        recovery of the client's ``position`` (see :mod:`wsplugin.history`). ``first``: the
-        reply is the connection's first frame (``welcome``), so in a plain room it goes out
-        before the join. False if ``conn`` already was a member (``reply`` goes out anyway).
+        recovery of the client's ``position`` (see :mod:`wsplugin.history`); in a presence
+        room the user's presence and, after the reply, the room's snapshot
+        (:mod:`wsplugin.presence`). ``first``: the reply is the connection's first frame
+        (``welcome``), so in a plain room it goes out before the join. False if ``conn``
+        already was a member (``reply`` goes out anyway).
         """
         spec = self.streams.spec(room)
         if spec is not None:
-            return await self.streams.join(conn, room, spec, reply, position)
-        if reply is not None and first:
-            conn.deliver_text(encode_json(reply))
-        joined = await self.enter_room(conn, room)
-        if reply is not None and not first:
-            conn.deliver_text(encode_json(reply))
+            joined = await self.streams.join(conn, room, spec, reply, position)
+        else:
+            if reply is not None and first:
+                conn.deliver_text(encode_json(reply))
+            joined = await self.enter_room(conn, room)
+            if reply is not None and not first:
+                conn.deliver_text(encode_json(reply))
+        if self.tracker.active and (presence := self.tracker.spec(room)) is not None \
+                and room in conn.rooms:
+            await self.tracker.join(conn, room, presence)
         return joined
 
     async def remove_member(
@@ -224,6 +237,8 @@ class WebSocketManager:
             return False
         if reply is not None:
             conn.deliver_text(encode_json(reply))
+        if self.tracker.active and self.tracker.spec(room) is not None:
+            await self.tracker.leave(conn.id, room)
         return True
 
     def enter_room(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
@@ -500,6 +515,24 @@ class WebSocketManager:
         return health
 
     # ------------------------------------------------------------------ history
+    async def presence(self, room: str) -> dict[str, UserPresence]:
+        """Who is online in a presence room, cluster-wide: user id -> their connections
+        and public info. ``ValueError`` for a room without presence."""
+        self._presence_room(room)
+        return await self.tracker.users(room)
+
+    async def presence_stats(self, room: str) -> PresenceStats:
+        """How many users (each once) and connections a presence room has, cluster-wide."""
+        self._presence_room(room)
+        return await self.tracker.stats(room)
+
+    def _presence_room(self, room: str) -> Presence:
+        check_room_arg(room)
+        spec = self.tracker.spec(room)
+        if spec is None:
+            raise ValueError(f"room {room!r} has no presence (see the presence setting)")
+        return spec
+
     async def history(
         self, room: str, *, since: int | None = None, limit: int = 100
     ) -> HistoryPage:

@@ -34,6 +34,7 @@ FORBIDDEN = "forbidden"
 BAD_ROOM = "bad_room"
 TOO_MANY_ROOMS = "too_many_rooms"
 REJECTED = "rejected"  # the on_message hook raised ValueError
+NO_PRESENCE = "no_presence"  # presence was asked of a room that does not track it
 PUBLISH_FAILED = "publish_failed"  # the broker refused a client's publish (not stored)
 BINARY_UNSUPPORTED = "binary_unsupported"
 

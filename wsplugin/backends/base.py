@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from wsplugin.backends.history_store import HistoryStore
+from wsplugin.backends.presence_store import PresenceStore
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
@@ -175,6 +176,10 @@ class Broker(abc.ABC):
 
     def history_store(self) -> HistoryStore | None:
         """The store of history rooms (see docs/history.md); None: not supported."""
+        return None
+
+    def presence_store(self) -> PresenceStore | None:
+        """The store of presence rooms (see docs/presence.md); None: not supported."""
         return None
 
     @abc.abstractmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 from wsplugin.backends.base import Broker, BrokerHandler, Command, LocalConnection
 from wsplugin.backends.history_store import HistoryStore, MemoryHistory
+from wsplugin.backends.presence_store import MemoryPresence, PresenceStore
 from wsplugin.info import ConnectionInfo
 from wsplugin.types import Frame
 
@@ -25,9 +26,13 @@ class MemoryBroker(Broker):
         self.url = url
         self.node_id = uuid.uuid4().hex[:12]
         self._history = MemoryHistory()  # a new epoch per process start
+        self._presence = MemoryPresence()
 
     def history_store(self) -> HistoryStore:
         return self._history
+
+    def presence_store(self) -> PresenceStore:
+        return self._presence
 
     async def start(self, handler: BrokerHandler) -> None:
         return None

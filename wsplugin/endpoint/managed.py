@@ -142,9 +142,11 @@ class ManagedEndpoint:
             await self._leave(conn, command)
         elif kind == "ping":
             conn.deliver_text(reply("pong", command.get("id")))
+        elif kind in ("presence", "presence_stats"):
+            await self._presence(conn, room, command)
         else:
-            raise ProtocolError(p.UNKNOWN_TYPE, f"unknown command type {kind!r}; "
-                                "expected publish, join, leave or ping")
+            raise ProtocolError(p.UNKNOWN_TYPE, f"unknown command type {kind!r}; expected "
+                                "publish, join, leave, ping, presence or presence_stats")
 
     async def _publish(self, conn: Connection, default_room: str, command: dict[str, Any]) -> None:
         room = check_room(command.get("room", default_room))
@@ -201,6 +203,22 @@ class ManagedEndpoint:
         except Exception as exc:
             logger.info("wsplugin: authorize hook refused %s: %r", room, exc)
             return False
+
+    async def _presence(self, conn: Connection, default_room: str,
+                        command: dict[str, Any]) -> None:
+        """``presence`` (the snapshot) or ``presence_stats`` (counts), members only."""
+        room = check_room(command.get("room", default_room))
+        if room not in conn.rooms:
+            raise ProtocolError(p.NOT_JOINED, f"join {room!r} to read its presence")
+        tracker = self.manager.tracker
+        spec = tracker.spec(room)
+        if spec is None:
+            raise ProtocolError(p.NO_PRESENCE, f"room {room!r} has no presence")
+        command_id = command.get("id")
+        if command["type"] == "presence":
+            conn.deliver_text(await tracker.snapshot_frame(room, spec, command_id))
+        else:
+            conn.deliver_text(await tracker.stats_frame(room, command_id))
 
     async def _leave(self, conn: Connection, command: dict[str, Any]) -> None:
         room = check_room(_required(command, "room"))
