@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from wsplugin.backends.base import Broker, BrokerHandler, Command, LocalConnection
 from wsplugin.backends.history_store import HistoryStore
+from wsplugin.backends.presence_store import PresenceStore
 from wsplugin.backends.redis import wire
 from wsplugin.backends.redis.cluster import Cluster
 from wsplugin.backends.redis.controller import Controller
@@ -37,6 +38,7 @@ from wsplugin.backends.redis.history import RedisHistory
 from wsplugin.backends.redis.keys import Keys
 from wsplugin.backends.redis.listener import Backoff, Listener
 from wsplugin.backends.redis.node import Node
+from wsplugin.backends.redis.presence import RedisPresence
 from wsplugin.backends.redis.publisher import Publisher
 from wsplugin.backends.redis.registry import Registry
 from wsplugin.backends.redis.rooms import RoomChannels
@@ -94,7 +96,8 @@ class RedisBroker(Broker):
         )
         self.relay = EventRelay(self.node, keys.events, publisher.publish)
         history = RedisHistory(publisher, self.client, keys, self.node)
-        self.rooms = RoomChannels(self.node, keys, publisher, listener, history)
+        presence = RedisPresence(publisher, self.client, keys, self.node, registry_ttl)
+        self.rooms = RoomChannels(self.node, keys, publisher, listener, history, presence)
         registry = Registry(self.client, keys, self.node, registry_ttl)
         self.cluster = Cluster(
             self.node, registry, listener, self.stats,
@@ -184,6 +187,9 @@ class RedisBroker(Broker):
 
     def history_store(self) -> HistoryStore:
         return self.rooms.history
+
+    def presence_store(self) -> PresenceStore:
+        return self.rooms.presence
 
     def _on_message(self, channel: str, data: bytes) -> None:
         """Every pub/sub message, to the part that owns its channel."""

@@ -19,6 +19,7 @@ from wsplugin.backends.redis.history import RedisHistory
 from wsplugin.backends.redis.keys import Keys
 from wsplugin.backends.redis.listener import Listener
 from wsplugin.backends.redis.node import Node
+from wsplugin.backends.redis.presence import RedisPresence
 from wsplugin.backends.redis.publisher import Publisher
 from wsplugin.backends.redis.tasks import Tasks, quietly
 from wsplugin.types import Frame
@@ -32,12 +33,14 @@ class RoomChannels:
         publisher: Publisher,
         listener: Listener,
         history: RedisHistory,
+        presence: RedisPresence,
     ) -> None:
         self.node = node
         self.keys = keys
         self.publisher = publisher
         self.listener = listener
         self.history = history
+        self.presence = presence
         self.received = 0
         self.delivered = 0
         self.own_echoes = 0
@@ -105,6 +108,9 @@ class RoomChannels:
     # in ------------------------------------------------------------------------------------
 
     def on_message(self, room: str, data: bytes) -> None:
+        if wire.is_presence_message(data):  # own changes too: every node batches them
+            self.presence.on_payload(room, data)
+            return
         if wire.is_stream_message(data):  # a history room: in offset order, own echoes too
             self.received += 1
             self.history.on_payload(room, data)

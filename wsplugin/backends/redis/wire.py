@@ -11,6 +11,7 @@ so ids and frames never need escaping. The first field says what the payload is:
 - command reply: ``R``, request id, ``1``/``0``
 - self-ping: ``P``, token
 - event batch: ``E``, node id, JSON list
+- presence change: ``p``, JSON ``{"j": {user: info}, "l": [user, ...]}``
 """
 
 from __future__ import annotations
@@ -212,3 +213,22 @@ def encode_ping(token: str) -> bytes:
 
 def encode_events(node: str, payload: bytes) -> bytes:
     return pack(b"E", node.encode(), payload)
+
+
+PRESENCE = b"p"
+
+
+def is_presence_message(data: bytes) -> bool:
+    """A presence change of a room (its first field is ``p``), told apart without decoding."""
+    return data[4:5] == PRESENCE
+
+
+def encode_presence(payload: bytes) -> bytes:
+    return pack(PRESENCE, payload)
+
+
+def decode_presence(data: bytes) -> bytes:
+    fields = unpack(data)
+    if len(fields) != 2 or fields[0] != PRESENCE:
+        raise WireError("not a presence message")
+    return fields[1]
