@@ -82,12 +82,12 @@ async def test_a_user_on_two_nodes_counts_once_and_changes_are_announced_once(
 async def test_the_users_of_a_killed_node_leave_once(redis_url: str, redis_prefix: str) -> None:
     env = {"WSPLUGIN_BACKEND": redis_url, "WSPLUGIN_REDIS_PREFIX": redis_prefix,
            "WSPLUGIN_REGISTRY_TTL": str(TTL),
-           "WSPLUGIN_PRESENCE": '{"chat-*": {"grace": %s}}' % GRACE}
+           "WSPLUGIN_PRESENCE": f'{{"chat-*": {{"grace": {GRACE}}}}}'}
     with nodes(redis_url, redis_prefix, 1) as [(b, manager_b)], \
             subprocess_server("tests.apps.presence_app:app", env=env) as (proc, port):
         watcher, _ = await join(b.ws_url, "watcher")
-        state = {}
-        ann, snapshot = await join(f"ws://127.0.0.1:{port}", "ann")
+        state: dict[str, Any] = {}
+        ann, _ = await join(f"ws://127.0.0.1:{port}", "ann")
         bob, _ = await join(f"ws://127.0.0.1:{port}", "bob")
         for diff in await diffs_until_quiet(watcher):
             apply(state, diff)
