@@ -253,3 +253,28 @@ async def test_manager_presence_refuses_a_room_without_presence() -> None:
         await on_server(server, manager.presence("lobby"))
 
 
+
+
+async def test_metrics_count_users_presence_rooms_and_diff_frames() -> None:
+    from tests.test_metrics import PATH, scrape, value
+
+    with presence_server(metrics_path=PATH) as (server, _):
+        watcher, _, _ = await join_as(server, "watcher")
+        tabs = [await join_as(server, "ann") for _ in range(2)]
+        await join_as(server, "bob", room="chat-2")
+        anon, _ = await open_client(server, "lobby")
+        await diffs_until_quiet(watcher)
+        samples = await scrape(server)
+        assert value(samples, "wsplugin_users_online") == 3  # watcher, ann (2 tabs), bob
+        assert value(samples, "wsplugin_presence_rooms") == 2  # chat-1, chat-2; not lobby
+        # watcher got its own join and ann's (one frame); each tab of ann one frame or none
+        assert value(samples, "wsplugin_presence_diffs_total") >= 1
+        for ws, _, _ in tabs:
+            await ws.close()
+        await recv_type(watcher, "presence_diff", 5)
+        after = await scrape(server)
+        assert value(after, "wsplugin_presence_diffs_total") > value(
+            samples, "wsplugin_presence_diffs_total")
+        assert value(after, "wsplugin_users_online") == 2
+        await anon.close()
+        await watcher.close()

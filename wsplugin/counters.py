@@ -46,7 +46,7 @@ class Counters:
     """Node-wide message counters, shared by every connection (one attribute bump per event)."""
 
     __slots__ = ("bytes_in", "bytes_out", "dropped", "messages_in", "messages_out",
-                 "publish_errors", "slow_closes")
+                 "presence_diffs", "publish_errors", "slow_closes")
 
     def __init__(self) -> None:
         self.messages_in = 0
@@ -56,6 +56,7 @@ class Counters:
         self.dropped = 0
         self.slow_closes = 0
         self.publish_errors = 0
+        self.presence_diffs = 0  # presence_diff frames handed to local members
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -103,6 +103,12 @@ class WSCollector(Collector):
                      sum(conn.queue_depth for conn in conns))
         yield _gauge("wsplugin_queued_bytes", "Bytes waiting in outbound queues on this node.",
                      sum(conn.queued_bytes for conn in conns))
+        yield _gauge("wsplugin_users_online",
+                     "Distinct users with a connection on this node.",
+                     len({conn.user_id for conn in conns} - {None}))
+        tracker = self.manager.tracker
+        yield _gauge("wsplugin_presence_rooms", "Presence rooms with a member on this node.",
+                     sum(1 for room in rooms if tracker.spec(room.name) is not None))
 
     # -- counters that exist already, and the lifecycle tally -------------------------
 
@@ -131,6 +137,8 @@ class WSCollector(Collector):
              tally.closes["4029"]),
             ("wsplugin_publish_errors", "Publishes to other nodes that failed.",
              c.publish_errors),
+            ("wsplugin_presence_diffs", "presence_diff frames sent to members.",
+             c.presence_diffs),
         ):
             yield _counter(name, doc, value)
 

@@ -26,6 +26,7 @@ from wsplugin.protocol import encode_json, text_message
 if TYPE_CHECKING:
     from wsplugin.backends.base import Broker
     from wsplugin.config import Settings
+    from wsplugin.counters import Counters
     from wsplugin.delivery.connection import Connection
     from wsplugin.delivery.hub import Hub
     from wsplugin.events import EventBus
@@ -50,6 +51,9 @@ class TrackerOwner(Protocol):
 
     @property
     def events(self) -> EventBus: ...
+
+    @property
+    def counters(self) -> Counters: ...
 
 
 class _Diff:
@@ -94,8 +98,6 @@ class Tracker:
         self.interval = settings.presence_interval
         self.sweep_period = max(0.5, min(settings.registry_ttl / 3, 5.0))
         self.store: PresenceStore | None = None
-        self.diff_frames = 0
-        """``presence_diff`` frames handed to local members (metrics)."""
         self._diffs: dict[str, _Diff] = {}
         self._sweeps: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -218,7 +220,7 @@ class Tracker:
         if frame is None:
             return
         message, size = text_message(frame)
-        self.diff_frames += self.owner.hub.deliver(room, message, size, None)
+        self.owner.counters.presence_diffs += self.owner.hub.deliver(room, message, size, None)
 
     # ------------------------------------------------------------------ grace periods
     def _schedule_sweep(self, room: str, delay: float) -> None:
