@@ -11,7 +11,7 @@ from wsplugin.info import ConnectionInfo
 from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode
-from wsplugin.users import User
+from wsplugin.users import User, UserLimitReached
 
 __all__ = [
     "Broker",
@@ -29,6 +29,7 @@ __all__ = [
     "Settings",
     "User",
     "UserConnection",
+    "UserLimitReached",
     "WSManager",
     "WebSocketManager",
     "get_ws_manager",
