@@ -241,7 +241,9 @@ async def test_a_killed_node_stops_counting_within_the_registry_ttl(
         killed = time.monotonic()
         ws = await _first_accepted(b, limit=ttl + 5)
         took = time.monotonic() - killed
-        assert took <= ttl + 1.0, f"judy's slots on the killed node counted for {took:.1f}s"
+        # claims expire registry_ttl after the dead node's last heartbeat (before the kill);
+        # the slack is for this loop's polling and a loaded machine's handshakes
+        assert took <= ttl + 2.0, f"judy's slots on the killed node counted for {took:.1f}s"
         assert (await recv_json(ws))["type"] == "welcome"
         second = await connect(b.ws("lobby?user=judy"))  # both of the dead node's slots
         assert (await recv_json(second))["type"] == "welcome"
