@@ -21,6 +21,8 @@ from admin_ui.schemas import (
     ConnectionPage,
     EventItem,
     KickRequest,
+    KickUserRequest,
+    KickUserResult,
     Me,
     Overview,
     RoomDetail,
@@ -30,6 +32,7 @@ from admin_ui.schemas import (
 )
 from admin_ui.security import SecureRoute
 from wsplugin.history import NoHistory
+from wsplugin.users import MAX_USER_ID_LENGTH
 
 T = TypeVar("T")
 TAGS: list[str | Any] = ["wsplugin admin"]
@@ -37,6 +40,8 @@ Offset = Query(0, ge=0)
 Limit = Query(views.PAGE_SIZE, ge=1, le=views.MAX_PAGE)
 Search = Query("", max_length=200, description="Substring of the id, identity or a room")
 RoomFilter = Query(None, pattern=ROOM_NAME, description="Only the members of this room")
+UserFilter = Query(None, min_length=1, max_length=MAX_USER_ID_LENGTH,
+                   description="Only the connections of this user (exact user id)")
 RoomName = Path(pattern=ROOM_NAME)
 
 
@@ -74,10 +79,13 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
 
     @router.get(**read_route("/connections", ConnectionPage, dependencies=seen))
     async def connections(
-        q: str = Search, room: str | None = RoomFilter, offset: int = Offset, limit: int = Limit
+        q: str = Search, room: str | None = RoomFilter, user: str | None = UserFilter,
+        offset: int = Offset, limit: int = Limit,
     ) -> dict[str, Any]:
-        """Connections (cluster-wide), newest first, paged, optionally searched."""
-        page = views.connections_page(ctx, query=q, room=room, offset=offset, limit=limit)
+        """Connections (cluster-wide), newest first, paged, optionally searched or filtered
+        by room or user."""
+        page = views.connections_page(ctx, query=q, room=room, user=user, offset=offset,
+                                      limit=limit)
         return await _checked(page)
 
     @router.get(**read_route("/rooms", RoomPage, dependencies=seen))
@@ -154,6 +162,16 @@ def _actions(router: APIRouter, ctx: AdminContext, operator: PrincipalDependency
         ok = await ctx.manager.kick(body.connection_id, reason=body.reason)
         ctx.audit.record(who, "kick", body.connection_id, body.reason, _result(ok))
         return ActionResult(ok=ok)
+
+    @router.post("/kick-user", response_model=KickUserResult, responses=ACTION_ERRORS)
+    async def kick_user(
+        body: KickUserRequest, who: Annotated[Principal, Depends(operator)]
+    ) -> Any:
+        """Close every connection of a user, on every node, with code 4000 and ``reason``
+        (operators only)."""
+        kicked = await ctx.manager.kick_user(body.user_id, reason=body.reason)
+        ctx.audit.record(who, "kick_user", body.user_id, body.reason, f"kicked {kicked}")
+        return KickUserResult(ok=kicked > 0, kicked=kicked)
 
 
 async def _checked(call: Awaitable[T]) -> T:

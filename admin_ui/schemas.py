@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from wsplugin.events import EventKind
 from wsplugin.info import ConnectionInfo
 from wsplugin.protocol import ROOM_PATTERN
+from wsplugin.users import MAX_USER_ID_LENGTH
 
 ROOM_NAME = f"^{ROOM_PATTERN.pattern}$"
 """What the core accepts as a room name, for the schema (so a bad one is a documented 422)."""
@@ -105,6 +106,17 @@ class SendRequest(BaseModel):
 class KickRequest(BaseModel):
     connection_id: str
     reason: str = Field("", max_length=120, description="Sent in the 4000 close frame")
+
+
+class KickUserRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=MAX_USER_ID_LENGTH,
+                         description="Every connection of this user, on every node")
+    reason: str = Field("", max_length=120, description="Sent in each 4000 close frame")
+
+
+class KickUserResult(BaseModel):
+    ok: bool = Field(description="At least one connection was kicked")
+    kicked: int = Field(description="Connections closed, cluster-wide")
 
 
 class ActionResult(BaseModel):

@@ -14,8 +14,10 @@ MAX_PAGE = 500
 
 
 def matches(info: ConnectionInfo, needle: str) -> bool:
-    """Case-insensitive substring search on id, identity and room names."""
+    """Case-insensitive substring search on id, identity, user id and room names."""
     if needle in info.id.lower() or needle in (info.identity or "").lower():
+        return True
+    if needle in (info.user or "").lower():
         return True
     return any(needle in room.lower() for room in info.rooms)
 
@@ -37,10 +39,11 @@ def page_of(items: Sequence[Any], offset: int, limit: int) -> tuple[int, list[An
 
 
 async def connections_page(
-    ctx: AdminContext, *, query: str = "", room: str | None = None, offset: int = 0,
-    limit: int = PAGE_SIZE,
+    ctx: AdminContext, *, query: str = "", room: str | None = None, user: str | None = None,
+    offset: int = 0, limit: int = PAGE_SIZE,
 ) -> dict[str, Any]:
-    found = search_connections(await ctx.manager.connections(room), query)
+    """``user``: only that user's connections (an exact user id, cluster-wide)."""
+    found = search_connections(await ctx.manager.connections(room, user=user), query)
     total, items = page_of(found, offset, limit)
     return {
         "total": total,

@@ -40,6 +40,8 @@ def test_header_is_compact() -> None:
         Command("kick", "c2", reason="bye"),
         Command("join", "c3", room="lobby"),
         Command("leave", "c3", room="lobby"),
+        Command("send_user", "", frame='{"a":1}', user="alice"),
+        Command("kick_user", "", reason="bye", user="<b>bob</b>"),
     ],
 )
 def test_request_round_trip(command: Command) -> None:
@@ -47,6 +49,19 @@ def test_request_round_trip(command: Command) -> None:
     assert request.reply_to == "me"
     assert request.request_id == "7"
     assert request.command == command
+
+
+def test_a_request_without_the_user_field_is_read_as_having_none() -> None:
+    fields = wire.unpack(wire.encode_request("me", "1", Command("kick", "c", reason="r")))
+    request = wire.decode_request(fields[:9])  # what a node without users sends
+    assert request.command == Command("kick", "c", reason="r")
+
+
+def test_a_reply_carries_a_count() -> None:
+    assert wire.decode_reply(wire.unpack(wire.encode_reply("4", 17))) == ("4", 17)
+    for bad in (b"-1", b"x", b""):
+        with pytest.raises(wire.WireError):
+            wire.decode_reply([b"R", b"4", bad])
 
 
 def test_reply_round_trip() -> None:

@@ -12,7 +12,7 @@ from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.protocol import CloseCode
-from wsplugin.users import User
+from wsplugin.users import User, UserLimitReached
 
 __all__ = [
     "Broker",
@@ -32,6 +32,7 @@ __all__ = [
     "Settings",
     "User",
     "UserConnection",
+    "UserLimitReached",
     "UserPresence",
     "WSManager",
     "WebSocketManager",

@@ -16,10 +16,11 @@ from typing import Literal
 CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 4000, 4008, 4029)
 """The close codes counted one by one; every other code is counted as ``other``."""
 
-REFUSAL_REASONS = ("auth", "origin", "bad_room", "limit")
-"""Why a handshake was refused (``auth``: the authenticate or authorize hook said no)."""
+REFUSAL_REASONS = ("auth", "origin", "bad_room", "limit", "user_limit")
+"""Why a handshake was refused (``auth``: the authenticate or authorize hook said no;
+``user_limit``: the user already has ``max_connections_per_user`` connections)."""
 
-RefusalReason = Literal["auth", "origin", "bad_room", "limit"]
+RefusalReason = Literal["auth", "origin", "bad_room", "limit", "user_limit"]
 Source = Literal["local", "remote"]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,

@@ -32,7 +32,8 @@ from wsplugin.info import ConnectionInfo
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.presence.tracker import Tracker
 from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
-from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
+from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
+from wsplugin.user_slots import Claim, UserSlots
 from wsplugin.users import user_of
 from wsplugin.workers import warn_if_memory_shared
 
@@ -81,6 +82,7 @@ class WebSocketManager:
         self.counters = Counters()
         self.tally = Tally()  # metrics: handshakes, closes by code, delivery latency
         self.hub: Hub[Connection] = Hub()
+        self.user_slots = UserSlots(self._open_count)  # max_connections_per_user, this node
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -160,6 +162,49 @@ class WebSocketManager:
         return closed
 
     # ------------------------------------------------------------------ connections
+    async def claim_slot(self, identity: Identity) -> Claim | None:
+        """Before a handshake is accepted: the id its connection will have, holding one of
+        its user's ``max_connections_per_user`` slots on every node.
+
+        ``None``: the user has them all (counted as a ``user_limit`` refusal). Hand the
+        claim to :meth:`open_connection`, or to :meth:`release_slot` if the handshake
+        fails. With a limit, ``BadUser`` (a ``ValueError``) when ``identity`` is an invalid
+        user (the managed endpoint checked it already; a user route learns it here).
+        """
+        limit = self.settings.max_connections_per_user
+        claim = Claim(uuid.uuid4().hex, None)
+        if limit is None:
+            return claim  # nothing to hold
+        user = user_of(identity, self.settings.max_user_info_bytes)
+        if user is None:
+            return claim
+        if not self.user_slots.claim(user.id, claim.connection_id, limit):
+            self.tally.refuse("user_limit")  # metrics
+            return None
+        try:
+            granted = await self.broker.claim_user_slot(user.id, claim.connection_id, limit)
+        except Exception as exc:  # the broker's own failures are soft; a bug is not hidden
+            logger.warning("wsplugin: user slot claim failed (%r); this node's count holds", exc)
+            granted = True
+        if not granted:
+            self.user_slots.settle(user.id, claim.connection_id)
+            self.tally.refuse("user_limit")  # metrics
+            return None
+        claim.user_id = user.id
+        return claim
+
+    def release_slot(self, claim: Claim) -> None:
+        """The handshake of ``claim`` failed before its connection opened: free its slot."""
+        if claim.settled or claim.user_id is None:
+            return
+        claim.settled = True
+        self.user_slots.settle(claim.user_id, claim.connection_id)
+        self.broker.release_user_slot(claim.connection_id)
+
+    def _open_count(self, user_id: str) -> int:
+        conns = self.hub.users.get(user_id)
+        return 0 if conns is None else len(conns)
+
     def open_connection(
         self,
         websocket: WebSocket,
@@ -168,18 +213,25 @@ class WebSocketManager:
         *,
         identity: Identity = None,
         coalesce: bool = False,
+        claim: Claim | None = None,
     ) -> Connection:
         """The one factory of connections: register an accepted websocket that the current
-        task reads (the managed endpoint, or :meth:`connect`). Its writer is chosen here."""
+        task reads (the managed endpoint, or :meth:`connect`). Its writer is chosen here.
+        ``claim``: from :meth:`claim_slot` (its id becomes the connection's)."""
         remote, user_agent = _describe_client(websocket)
         user = user_of(identity, self.settings.max_user_info_bytes)  # BadUser (ValueError)
+        connection_id = uuid.uuid4().hex if claim is None else claim.connection_id
         conn = Connection(
-            self, uuid.uuid4().hex, send, receive, identity=identity, user=user, remote=remote,
+            self, connection_id, send, receive, identity=identity, user=user, remote=remote,
             user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
             websocket=websocket,
         )
         conn.bind_reader(asyncio.current_task())
         self.hub.add(conn)
+        if claim is not None and not claim.settled:
+            claim.settled = True  # the hub's per-user index counts the connection now
+            if claim.user_id is not None:
+                self.user_slots.settle(claim.user_id, claim.connection_id)
         self.tally.accepted += 1  # metrics
         self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
                          detail=user_agent)
@@ -292,7 +344,9 @@ class WebSocketManager:
         self.tally.delivered(started, "remote", self.flushes)  # metrics
         return delivered
 
-    async def run_command(self, command: Command) -> bool:
+    async def run_command(self, command: Command) -> int:
+        if command.user is not None:
+            return self._user_command(command.op, command.user, command.frame, command.reason)
         conn = self.hub.connections.get(command.connection_id)
         if conn is None or conn.closed:
             return False
@@ -307,7 +361,20 @@ class WebSocketManager:
             return await self._member_command(conn, command.op, command.room)
         return False
 
-    def local_connections(self, room: str | None = None) -> list[ConnectionInfo]:
+    def _user_command(self, op: str, user_id: str, frame: Frame | None, reason: str) -> int:
+        """``send_user`` / ``kick_user`` from another node: how many connections were here."""
+        if op == "send_user":
+            message, size = frame_message(frame if frame is not None else "")
+            return self._send_user_local(user_id, message, size)
+        if op == "kick_user":
+            return self._kick_user_local(user_id, reason)
+        return 0
+
+    def local_connections(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> list[ConnectionInfo]:
+        if user is not None:
+            return [c.info() for c in self.hub.of_user(user) if room is None or room in c.rooms]
         if room is None:
             return [c.info() for c in self.hub.connections.values()]
         members = self.hub.rooms.get(room)
@@ -419,6 +486,39 @@ class WebSocketManager:
             return True
         return await self._command(Command("kick", connection_id, reason=reason))
 
+    async def send_user(self, user_id: str, data: Data) -> int:
+        """Send ``data`` to every connection of user ``user_id`` on every node; returns how
+        many connections it was handed to."""
+        check_user_arg(user_id)
+        message, size, frame = encode(None, data, None)
+        local = self._send_user_local(user_id, message, size)
+        return local + await self._command_all(Command("send_user", "", frame=frame,
+                                                       user=user_id))
+
+    async def kick_user(self, user_id: str, *, reason: str = "") -> int:
+        """Close every connection of user ``user_id`` on every node with 4000 and
+        ``reason``; returns how many."""
+        check_user_arg(user_id)
+        local = self._kick_user_local(user_id, reason)
+        return local + await self._command_all(Command("kick_user", "", reason=reason,
+                                                       user=user_id))
+
+    def _send_user_local(self, user_id: str, message: ASGIMessage, size: int) -> int:
+        sent = 0
+        for conn in self.hub.of_user(user_id):
+            if not conn.closed:
+                conn.deliver(message, size)
+                sent += 1
+        return sent
+
+    def _kick_user_local(self, user_id: str, reason: str) -> int:
+        kicked = 0
+        for conn in self.hub.of_user(user_id):
+            if not conn.closed:
+                self._kick_local(conn, reason)
+                kicked += 1
+        return kicked
+
     def _kick_local(self, conn: Connection, reason: str) -> None:
         self.events.emit("kicked", connection_id=conn.id, identity=conn.identity_text,
                          detail=reason)
@@ -459,6 +559,14 @@ class WebSocketManager:
                            exc)
             return False
 
+    async def _command_all(self, command: Command) -> int:
+        """A user command for the other nodes; 0 (and a warning) if the broker fails."""
+        try:
+            return await self.broker.command_all(command)
+        except Exception as exc:
+            logger.warning("wsplugin: %s on the other nodes failed: %r", command.op, exc)
+            return 0
+
     # ------------------------------------------------------------------ cluster view
     # The local truth plus what the broker knows of the other nodes (nothing, in memory).
     # A registry that fails leaves the local view: every query goes through _remote.
@@ -470,12 +578,18 @@ class WebSocketManager:
             logger.warning("wsplugin: cluster registry unavailable (%r); local view only", exc)
             return empty
 
-    async def connections(self, room: str | None = None) -> list[ConnectionInfo]:
-        """Every connection in the cluster (or the members of ``room``)."""
+    async def connections(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> list[ConnectionInfo]:
+        """Every connection in the cluster (or the members of ``room``, or the connections
+        of user ``user``, or both)."""
         if room is not None:
             check_room_arg(room)
-        local = self.local_connections(room)
-        return local + list(await self._remote(self.broker.remote_connections(room), []))
+        if user is not None:
+            check_user_arg(user)
+        local = self.local_connections(room, user=user)
+        remote = await self._remote(self.broker.remote_connections(room), [])
+        return local + [info for info in remote if user is None or info.user == user]
 
     async def rooms(self) -> dict[str, int]:
         """Room -> member count, cluster-wide."""
@@ -540,6 +654,13 @@ class WebSocketManager:
         ``limit``), oldest first, and the room's position. ``ValueError`` for a plain room."""
         check_room_arg(room)
         return await self.streams.history(room, since, limit)
+
+
+def check_user_arg(user_id: object) -> str:
+    """Validate a user id given to the Python API: ``ValueError`` unless a non-empty str."""
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError(f"invalid user id {user_id!r}: a user id is a non-empty string")
+    return user_id
 
 
 def check_room_arg(room: object) -> str:

@@ -70,3 +70,17 @@ def _checked_info(info: object, max_bytes: int) -> dict[str, Any] | None:
                       f"({max_bytes})")
     checked: dict[str, Any] = json.loads(text)  # a copy: later changes do not leak in
     return checked
+
+
+class UserLimitReached(Exception):
+    """The user already has ``max_connections_per_user`` connections (in the cluster).
+
+    Raised by ``manager.connect(websocket, identity=...)``; the managed endpoint refuses
+    the handshake instead (HTTP 403, counted as ``user_limit``).
+    """
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        super().__init__(f"user {user_id!r} already has {limit} connection(s), the "
+                         f"max_connections_per_user setting")
+        self.user_id = user_id
+        self.limit = limit

@@ -11,10 +11,11 @@
   const MAX_LOG_ROWS = 200;
 
   const state = {
-    conn: { offset: 0, q: "", total: 0 },
+    conn: { offset: 0, q: "", user: "", total: 0 },
     rooms: { offset: 0, q: "", total: 0 },
     room: null,          // the room whose detail is open
     selected: null,      // the selected connection id
+    selectedUser: null,  // its user id (null: no user)
     tab: "connections",
     eventSeq: 0,
     auditSeq: 0,
@@ -27,6 +28,20 @@
     const td = document.createElement("td");
     td.textContent = value === null || value === undefined ? "" : String(value);
     row.appendChild(td);
+    return td;
+  }
+
+  // A user id, and below it the user's public info as JSON text (untrusted: textContent).
+  function userCell(row, c) {
+    const td = cell(row, c.user);
+    td.className = "user";
+    if (c.info) {
+      const info = document.createElement("span");
+      info.className = "info";
+      info.textContent = JSON.stringify(c.info);
+      td.appendChild(info);
+      td.title = info.textContent;
+    }
     return td;
   }
 
@@ -106,9 +121,11 @@
     const rows = page.items.map((c) => {
       const tr = document.createElement("tr");
       tr.dataset.id = c.id;
+      if (c.user) tr.dataset.user = c.user;
       if (c.id === state.selected) tr.className = "selected";
       cell(tr, c.id).className = "mono";
       cell(tr, c.identity);
+      userCell(tr, c);
       cell(tr, c.rooms.join(", "));
       cell(tr, c.remote);
       cell(tr, c.user_agent).className = "ua";
@@ -127,12 +144,16 @@
 
   const refreshConnections = refresher(async () => {
     const q = encodeURIComponent(state.conn.q);
-    renderConnections(await api("GET", `/connections?offset=${state.conn.offset}&limit=${PAGE}&q=${q}`));
+    const user = state.conn.user ? "&user=" + encodeURIComponent(state.conn.user) : "";
+    renderConnections(await api("GET", `/connections?offset=${state.conn.offset}&limit=${PAGE}&q=${q}${user}`));
   });
 
-  function select(id) {
+  function select(id, user) {
     state.selected = id;
+    state.selectedUser = id && user ? user : null;
     $("selected-id").textContent = id;
+    $("selected-user").textContent = state.selectedUser || "";
+    $("selected-user-actions").hidden = !state.selectedUser;
     $("selected-panel").hidden = !OPERATOR || !id;
     document.querySelectorAll("#conn-table tbody tr").forEach((tr) => {
       tr.className = tr.dataset.id === id ? "selected" : "";
@@ -284,7 +305,7 @@
     renderTotals(snap.totals, snap.rates);
     renderHealth(snap.health);
     renderNodes(snap.nodes);
-    if (state.conn.offset === 0 && !state.conn.q) renderConnections(snap.connections);
+    if (state.conn.offset === 0 && !state.conn.q && !state.conn.user) renderConnections(snap.connections);
     else refreshConnections();
     if (state.rooms.offset === 0 && !state.rooms.q) renderRooms(snap.rooms);
     else refreshRooms();
@@ -338,6 +359,16 @@
         return (r.ok ? "Kicked " : "Not found: ") + id;
       });
     });
+    $("kick-user-button").addEventListener("click", () => {
+      const user = state.selectedUser;
+      if (!user) return;
+      const reason = $("kick-reason").value;
+      if (!window.confirm(`Kick user ${user} (every connection, on every node)?\nReason: ${reason}`)) return;
+      act("/kick-user", { user_id: user, reason: reason }, (r) => {
+        if (r.ok) select(null);
+        return `Kicked ${number(r.kicked)} connection(s) of user ${user}`;
+      });
+    });
     $("broadcast-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const room = $("broadcast-room").value.trim();
@@ -365,6 +396,9 @@
     $("conn-search").addEventListener("input", debounce(() => {
       state.conn.q = $("conn-search").value; state.conn.offset = 0; refreshConnections();
     }, 250));
+    $("conn-user").addEventListener("input", debounce(() => {
+      state.conn.user = $("conn-user").value.trim(); state.conn.offset = 0; refreshConnections();
+    }, 250));
     $("room-search").addEventListener("input", debounce(() => {
       state.rooms.q = $("room-search").value; state.rooms.offset = 0; refreshRooms();
     }, 250));
@@ -374,7 +408,7 @@
     $("room-next").addEventListener("click", () => { state.rooms.offset += PAGE; refreshRooms(); });
     $("conn-table").tBodies[0].addEventListener("click", (event) => {
       const tr = event.target.closest("tr");
-      if (tr && OPERATOR) select(tr.dataset.id);
+      if (tr && OPERATOR) select(tr.dataset.id, tr.dataset.user);
     });
     $("room-table").tBodies[0].addEventListener("click", (event) => {
       const tr = event.target.closest("tr");

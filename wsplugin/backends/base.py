@@ -2,7 +2,9 @@
 
 The manager never knows which broker it has. A broker carries what must cross process
 boundaries: room messages (encoded once, by the publishing node), commands aimed at one
-connection on whichever node owns it, and the cluster registry (nodes, connections, rooms).
+connection on whichever node owns it (or at one user's connections on every node), the
+cluster registry (nodes, connections, rooms) and the count of each user's connections
+(``max_connections_per_user``).
 The in-memory broker is the one-process case where all of that is empty: it answers the
 same contract with no-ops and empty views, so the manager has no "is there a cluster?"
 branch. Hooks the manager calls for every connection (:meth:`Broker.connection_opened`,
@@ -26,18 +28,20 @@ from wsplugin.types import Frame
 ALL_ROOMS = "*"
 """The pseudo-room a ``broadcast_all`` is published to; every node subscribes to it."""
 
-CommandOp = Literal["send", "kick", "join", "leave"]
+CommandOp = Literal["send", "kick", "join", "leave", "send_user", "kick_user"]
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A command for one connection, routed to the node that owns it."""
+    """A command for one connection, routed to the node that owns it; or, for
+    ``send_user``/``kick_user``, for every connection of one user, run by every node."""
 
     op: CommandOp
-    connection_id: str
-    frame: Frame | None = None  # "send": the encoded frame
+    connection_id: str  # "" for the user commands
+    frame: Frame | None = None  # "send" / "send_user": the encoded frame
     room: str | None = None  # "join" / "leave"
-    reason: str = ""  # "kick"
+    reason: str = ""  # "kick" / "kick_user"
+    user: str | None = None  # "send_user" / "kick_user": the user id
 
 
 class BrokerError(Exception):
@@ -51,8 +55,9 @@ class BrokerHandler(Protocol):
         """Deliver a frame published by another node to the local members of ``room``."""
         ...
 
-    async def run_command(self, command: Command) -> bool:
-        """Run a command for a local connection; False if it is not here."""
+    async def run_command(self, command: Command) -> int:
+        """Run a command here: for one connection, 1 if it was here (else 0); for a user,
+        how many of the user's connections were here."""
         ...
 
     def local_connections(self) -> list[ConnectionInfo]:
@@ -146,6 +151,25 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def command(self, command: Command) -> bool:
         """Route a command to the node owning ``command.connection_id``; False if unknown."""
+
+    async def command_all(self, command: Command) -> int:
+        """Run a user command (``send_user``, ``kick_user``) on every other live node; the
+        sum of their counts. A single-process broker has no other node: 0."""
+        return 0
+
+    async def claim_user_slot(self, user_id: str, connection_id: str, limit: int) -> bool:
+        """Count ``connection_id`` among ``user_id``'s connections in the cluster unless
+        the user has ``limit`` there already, atomically (two nodes cannot both take the
+        last slot). Held until :meth:`connection_closed` or :meth:`release_user_slot`.
+
+        A single-process broker has nothing to add to the node's own count: True.
+        """
+        return True
+
+    def release_user_slot(self, connection_id: str) -> None:
+        """A claimed connection id never opened (its handshake failed): free its slot, in
+        the background."""
+        return None
 
     @abc.abstractmethod
     async def register(self, info: ConnectionInfo) -> None:

@@ -1,4 +1,5 @@
-"""The hub: which local connection is in which room, and local delivery.
+"""The hub: which local connection is in which room and belongs to which user, and local
+delivery.
 
 Pure bookkeeping plus one loop. No I/O is awaited here: a message is encoded once by the
 caller, then handed to each member's ``deliver``. Writes that wait for the end of the loop
@@ -24,6 +25,9 @@ class Member(Protocol):
     @property
     def rooms(self) -> set[str]: ...
 
+    @property
+    def user_id(self) -> str | None: ...
+
     def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
         """Write, hold or queue one shared message; False if it was not taken."""
 
@@ -44,23 +48,42 @@ class Room(Generic[M]):
 
 
 class Hub(Generic[M]):
-    __slots__ = ("connections", "rooms")
+    __slots__ = ("connections", "rooms", "users")
 
     def __init__(self) -> None:
         self.connections: dict[str, M] = {}
         self.rooms: dict[str, Room[M]] = {}
+        self.users: dict[str, dict[str, M]] = {}
+        """User id -> that user's local connections (by id); a user without one is absent."""
 
     def add(self, conn: M) -> None:
         self.connections[conn.id] = conn
+        user_id = conn.user_id
+        if user_id is not None:
+            self.users.setdefault(user_id, {})[conn.id] = conn
+
+    def of_user(self, user_id: str) -> tuple[M, ...]:
+        """The local connections of ``user_id`` (a snapshot: safe to close them while looping)."""
+        conns = self.users.get(user_id)
+        return () if conns is None else tuple(conns.values())
 
     def remove(self, conn: M) -> list[str]:
         """Forget a connection; returns the rooms it left (in order)."""
         self.connections.pop(conn.id, None)
+        self._forget_user(conn)
         left = sorted(conn.rooms)
         for name in left:
             self._discard(conn, name)
         conn.rooms.clear()
         return left
+
+    def _forget_user(self, conn: M) -> None:
+        user_id = conn.user_id
+        if user_id is None or (conns := self.users.get(user_id)) is None:
+            return
+        conns.pop(conn.id, None)
+        if not conns:
+            del self.users[user_id]
 
     def join(self, conn: M, name: str) -> bool:
         """Add ``conn`` to room ``name``; False if it already was a member."""

@@ -28,6 +28,7 @@ from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.history import Position
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
+from wsplugin.user_slots import Claim
 from wsplugin.users import BadUser, user_of
 
 logger = logging.getLogger("wsplugin")
@@ -49,15 +50,19 @@ class ManagedEndpoint:
         websocket = WebSocket(scope, receive, send)
         room = str(scope.get("path_params", {}).get("room", ""))
         identity = await self._handshake(websocket, room)
-        if identity is _REFUSED:
+        claim = None if identity is _REFUSED else await self.manager.claim_slot(identity)
+        if claim is None:  # refused (counted by reason), or at max_connections_per_user
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
             return
-        await websocket.accept()
         try:
-            await self.manager.start()
-            await self._serve(websocket, send, receive, room, identity)
-        finally:  # a peer that stopped reading must not hold the server's shutdown open
-            abandon_later(scope)
+            await websocket.accept()
+            try:
+                await self.manager.start()
+                await self._serve(websocket, send, receive, room, identity, claim)
+            finally:  # a peer that stopped reading must not hold the server's shutdown open
+                abandon_later(scope)
+        finally:
+            self.manager.release_slot(claim)  # a no-op once its connection opened
 
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
@@ -92,11 +97,12 @@ class ManagedEndpoint:
         return _REFUSED
 
     async def _serve(
-        self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any
+        self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
+        claim: Claim,
     ) -> None:
         coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
         conn = self.manager.open_connection(websocket, send, receive, identity=identity,
-                               coalesce=coalesce)
+                                            coalesce=coalesce, claim=claim)
         try:
             welcome = {"type": "welcome", "connection_id": conn.id, "rooms": [room]}
             await self.manager.add_member(conn, room, reply=welcome, first=True,

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.protocol import CloseCode
 from wsplugin.types import ASGIReceive, ASGISend, Data, Identity
+from wsplugin.user_slots import Claim
+from wsplugin.users import UserLimitReached, user_of
 
 if TYPE_CHECKING:
+    from wsplugin.config import Settings
     from wsplugin.delivery.connection import Connection
+
+USER_LIMIT_REASON = "too many connections for this user"
 
 
 class RouteManager(Protocol):
     """What a user-owned route uses of the manager (:class:`~wsplugin.WebSocketManager`)."""
 
+    @property
+    def settings(self) -> Settings: ...
+
     async def start(self) -> None: ...
 
+    async def claim_slot(self, identity: Identity) -> Claim | None: ...
+
+    def release_slot(self, claim: Claim) -> None: ...
+
     def open_connection(self, websocket: WebSocket, send: ASGISend, receive: ASGIReceive, *,
-                        identity: Identity = None, coalesce: bool = False) -> Connection: ...
+                        identity: Identity = None, coalesce: bool = False,
+                        claim: Claim | None = None) -> Connection: ...
 
     async def add_member(self, conn: Connection, room: str) -> bool: ...
 
@@ -41,6 +54,9 @@ class UserConnection:
     ``async for frame in conn`` (text frames as ``str``, binary as ``bytes``) work inside.
     Leaving the block closes the socket (1000, or 1011 after an exception) and cleans up
     exactly once; an ordinary client disconnect (``WebSocketDisconnect``) is swallowed.
+    A user (``identity``: a :class:`~wsplugin.User` or a ``str``) already at
+    ``max_connections_per_user`` is refused: HTTP 403 (or close 1008 if the route accepted
+    already), then :class:`~wsplugin.UserLimitReached` is raised from ``async with``.
     """
 
     def __init__(
@@ -78,15 +94,34 @@ class UserConnection:
 
     async def __aenter__(self) -> UserConnection:
         websocket = self.websocket
-        if websocket.client_state == WebSocketState.CONNECTING:
-            await websocket.accept()
-        await self.manager.start()
-        conn = self.manager.open_connection(websocket, websocket.send, websocket.receive,
-                               identity=self._identity, coalesce=self._coalesce)
+        claim = await self.manager.claim_slot(self._identity)
+        if claim is None:
+            await self._refuse()
+        try:
+            if websocket.client_state == WebSocketState.CONNECTING:
+                await websocket.accept()
+            await self.manager.start()
+            conn = self.manager.open_connection(websocket, websocket.send, websocket.receive,
+                                                identity=self._identity,
+                                                coalesce=self._coalesce, claim=claim)
+        finally:
+            self.manager.release_slot(claim)  # a no-op once its connection opened
         self._conn = conn
         for room in self._rooms:
             await self.manager.add_member(conn, room)
         return self
+
+    async def _refuse(self) -> NoReturn:
+        """The user is at ``max_connections_per_user``: refuse the websocket (HTTP 403 before
+        accept, else close 1008) and raise :class:`UserLimitReached`."""
+        settings = self.manager.settings
+        user = user_of(self._identity, settings.max_user_info_bytes)
+        assert user is not None and settings.max_connections_per_user is not None
+        if self.websocket.client_state == WebSocketState.CONNECTING:
+            await self.websocket.close(CloseCode.POLICY)
+        elif self.websocket.client_state == WebSocketState.CONNECTED:
+            await self.websocket.close(CloseCode.POLICY, USER_LIMIT_REASON)
+        raise UserLimitReached(user.id, settings.max_connections_per_user)
 
     async def __aexit__(
         self,

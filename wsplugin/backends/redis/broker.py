@@ -6,8 +6,10 @@ and the cluster events channel; a small pool for PUBLISH (pipelined, failing fas
 registry. :class:`RedisBroker` composes the parts and delegates to them:
 
 - :class:`.RoomChannels`: room messages out and in, room subscriptions, the history store;
-- :class:`.Controller`: the control channel, commands routed to the node that owns them;
-- :class:`.Cluster`: this node's registry entries, heartbeat, the views of other nodes;
+- :class:`.Controller`: the control channel, commands routed to the node that owns them
+  (a user's commands: to every node);
+- :class:`.Cluster`: this node's registry entries and user slots, heartbeat, the views of
+  other nodes;
 - :class:`.Supervisor`: the self-ping, deaf detection, status and health;
 - :class:`.EventRelay`: lifecycle events to and from other nodes.
 
@@ -109,8 +111,8 @@ class RedisBroker(Broker):
             ping_interval=ping_interval, deaf_after=deaf_after,
         )  # fmt: skip
         self.controller = Controller(
-            self.node, keys, publisher.publish, registry.owner, self.supervisor.on_pong,
-            timeout=command_timeout,
+            self.node, keys, publisher.publish, registry.owner, registry.other_node_ids,
+            self.supervisor.on_pong, timeout=command_timeout,
         )  # fmt: skip
         self.bad_messages = 0  # payloads no part could read
         self._running = False
@@ -228,6 +230,15 @@ class RedisBroker(Broker):
 
     async def command(self, command: Command) -> bool:
         return await self.controller.command(command)
+
+    async def command_all(self, command: Command) -> int:
+        return await self.controller.command_all(command)
+
+    async def claim_user_slot(self, user_id: str, connection_id: str, limit: int) -> bool:
+        return await self.cluster.claim_user(user_id, connection_id, limit)
+
+    def release_user_slot(self, connection_id: str) -> None:
+        self.cluster.unregister_soon(connection_id)
 
     # registry ----------------------------------------------------------------------------
 

@@ -5,6 +5,11 @@ closes, in the background; a write is skipped at once while Redis is away. The h
 (every ``heartbeat_interval``, and after each reconnection) rewrites the node's entries
 from the handler's local truth, refreshing their TTL (see :mod:`.registry` for the keys).
 Reads of the other nodes fail soft: an empty view and a warning.
+
+The node's claims on user slots (``max_connections_per_user``) live here too: claimed by a
+handshake (atomically, see :mod:`.registry`), refreshed by every heartbeat, removed when
+the connection closes. While Redis is away a claim is granted on the node's own count and
+written by the heartbeat after the reconnection.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Cluster:
         self.tasks = Tasks()
         self._handler: BrokerHandler | None = None
         self._local: dict[str, tuple[str, ...]] = {}  # connection id -> rooms as registered
+        self.claims: dict[str, str] = {}  # connection id -> user id: this node's user slots
         self._lock = asyncio.Lock()
         self._ok = True  # the last write succeeded (a failure is logged once)
 
@@ -69,7 +75,7 @@ class Cluster:
         """Clean shutdown: this node's entries go at once instead of expiring."""
         with contextlib.suppress(*_FAILURES):
             async with asyncio.timeout(1.0):
-                await self.registry.remove_node()
+                await self.registry.remove_node(self.claims)
 
     # this node's connections ---------------------------------------------------------------
 
@@ -79,6 +85,23 @@ class Cluster:
     def unregister_soon(self, connection_id: str) -> None:
         self.tasks.spawn(quietly(self.unregister(connection_id)))
 
+    async def claim_user(self, user_id: str, connection_id: str, limit: int) -> bool:
+        """Claim one of ``user_id``'s ``limit`` slots in the cluster for ``connection_id``.
+
+        Redis away (or failing): granted, since the node's own count already held; the
+        heartbeat after the reconnection writes it.
+        """
+        if self.listener.connected:
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    if not await self.registry.claim_user(user_id, connection_id, limit):
+                        return False
+                self._ok = True
+            except _FAILURES as exc:
+                self._note_failure(exc)
+        self.claims[connection_id] = user_id
+        return True
+
     async def register(self, info: ConnectionInfo) -> None:
         old = set(self._local.get(info.id, ()))
         self._local[info.id] = info.rooms
@@ -87,8 +110,13 @@ class Cluster:
         await self._write(lambda: self.registry.put(info, added, removed))
 
     async def unregister(self, connection_id: str) -> None:
+        """Forget a closed connection, or a claim whose handshake failed."""
         rooms = self._local.pop(connection_id, ())
-        await self._write(lambda: self.registry.delete(connection_id, rooms))
+        user_id = self.claims.get(connection_id)
+        await self._write(lambda: self.registry.delete(connection_id, rooms, user_id))
+        # Written, or failed and left to expire. Cancelled before (the node stops): still a
+        # claim of this node, which leave() removes.
+        self.claims.pop(connection_id, None)
 
     async def _write(self, write: Callable[[], Awaitable[None]]) -> None:
         """One registry write, skipped at once while Redis is away (the reconnect rewrites all)."""
@@ -124,7 +152,7 @@ class Cluster:
             async with self._lock, asyncio.timeout(max(2.0, self.heartbeat_interval)):
                 infos = self._handler.local_connections()
                 self._local = {info.id: info.rooms for info in infos}
-                await self.registry.write_snapshot(infos, self._meta(len(infos)))
+                await self.registry.write_snapshot(infos, self._meta(len(infos)), self.claims)
                 await self.registry.live_nodes()  # prunes dead node ids
             self._ok = True
         except _FAILURES as exc:

@@ -37,3 +37,8 @@ class Keys:
     def rooms(self, node: str) -> str:
         """Hash: room -> number of members on one node."""
         return f"{self.prefix}:rooms:{node}"
+
+    def user(self, user_id: str) -> str:
+        """Sorted set: the connection ids of one user, each scored by when its claim
+        expires (Redis time, ms), for ``max_connections_per_user``."""
+        return f"{self.prefix}:user:{user_id}"

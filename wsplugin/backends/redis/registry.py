@@ -7,6 +7,13 @@ its entries and its ghost connections vanish within the TTL. The ``nodes`` sorte
 lists node ids for enumeration; ids whose ``node:`` hash expired are pruned on read.
 Per connection the cost is one hash field; per heartbeat, one MULTI rewriting the node's
 keys from the authoritative local snapshot (so counters and drift are corrected).
+
+With ``max_connections_per_user``, each user with a claimed connection also has
+``user:{user id}``: a sorted set of the user's connection ids on every node, each scored by
+when its claim expires (Redis time in ms). A claim is checked and added by one script (two
+handshakes cannot both take the last slot), removed when its connection closes, and
+pushed ``registry_ttl`` ahead by the heartbeat of the node that holds it, in the same
+MULTI; the claims of a node killed with ``kill -9`` stop counting within ``registry_ttl``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,36 @@ def decode_info(raw: bytes) -> ConnectionInfo | None:
         return ConnectionInfo.from_dict(data) if isinstance(data, dict) else None
     except (ValueError, TypeError):
         return None
+
+
+# KEYS: the user's set. ARGV: connection id, limit, ttl ms. 1: claimed (or already held).
+CLAIM_LUA = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: user sets. ARGV: ttl ms, then the connection id held in each key, in order.
+REFRESH_LUA = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local expiry = now + tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, expiry, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+REFRESH_BATCH = 500
+"""Claims refreshed by one script call (a heartbeat makes as many calls as it needs)."""
 
 
 def room_counts(infos: Iterable[ConnectionInfo]) -> Counter[str]:
@@ -83,9 +120,20 @@ class Registry:
         self.keys = keys
         self.node = node
         self.ttl_ms = max(1000, int(ttl * 1000))
+        self._claim = client.register_script(CLAIM_LUA)
+        self._refresh = client.register_script(REFRESH_LUA)
 
-    async def write_snapshot(self, infos: list[ConnectionInfo], meta: Mapping[str, str]) -> None:
-        """Rewrite this node's keys from the local truth and refresh their expiry."""
+    async def claim_user(self, user_id: str, connection_id: str, limit: int) -> bool:
+        """Add a claim to the user's set unless it holds ``limit`` live claims already."""
+        args: list[str | int] = [connection_id, limit, self.ttl_ms]
+        return bool(int(await self._claim(keys=[self.keys.user(user_id)], args=args)))
+
+    async def write_snapshot(
+        self, infos: list[ConnectionInfo], meta: Mapping[str, str],
+        claims: Mapping[str, str] | None = None,
+    ) -> None:
+        """Rewrite this node's keys from the local truth and refresh their expiry, and push
+        back the expiry of this node's ``claims`` (connection id -> user id)."""
         me = self.node.id
         conns, rooms, node = self.keys.conns(me), self.keys.rooms(me), self.keys.node(me)
         counts = room_counts(infos)
@@ -100,7 +148,16 @@ class Registry:
             pipe.hset(node, mapping=_fields(meta))
             pipe.pexpire(node, self.ttl_ms)
             pipe.zadd(self.keys.nodes, {me: time.time()})
+            await self._refresh_claims(pipe, claims or {})
             await pipe.execute()
+
+    async def _refresh_claims(self, pipe: Any, claims: Mapping[str, str]) -> None:
+        pairs = list(claims.items())
+        for start in range(0, len(pairs), REFRESH_BATCH):
+            batch = pairs[start : start + REFRESH_BATCH]
+            keys = [self.keys.user(user_id) for _, user_id in batch]
+            await self._refresh(keys=keys, args=[self.ttl_ms, *(c for c, _ in batch)],
+                                client=pipe)
 
     async def put(self, info: ConnectionInfo, added: Iterable[str], removed: Iterable[str]) -> None:
         """Record one connection (new, or its rooms changed)."""
@@ -114,12 +171,16 @@ class Registry:
             pipe.pexpire(rooms, self.ttl_ms)
             await pipe.execute()
 
-    async def delete(self, connection_id: str, rooms: Iterable[str]) -> None:
-        """Forget one connection of this node."""
+    async def delete(
+        self, connection_id: str, rooms: Iterable[str], user_id: str | None = None
+    ) -> None:
+        """Forget one connection of this node (and its claim in ``user_id``'s set)."""
         me = self.node.id
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.conns(me), connection_id)
             self._bump(pipe, self.keys.rooms(me), rooms, -1)
+            if user_id is not None:
+                pipe.zrem(self.keys.user(user_id), connection_id)
             await pipe.execute()
 
     @staticmethod
@@ -127,12 +188,15 @@ class Registry:
         for room in rooms:
             pipe.hincrby(key, room, by)
 
-    async def remove_node(self) -> None:
-        """Clean shutdown: this node's keys go at once instead of expiring."""
+    async def remove_node(self, claims: Mapping[str, str] | None = None) -> None:
+        """Clean shutdown: this node's keys and ``claims`` (connection id -> user id) go at
+        once instead of expiring."""
         me = self.node.id
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.node(me), self.keys.conns(me), self.keys.rooms(me))
             pipe.zrem(self.keys.nodes, me)
+            for connection_id, user_id in (claims or {}).items():
+                pipe.zrem(self.keys.user(user_id), connection_id)
             await pipe.execute()
 
     async def live_nodes(self) -> list[dict[str, Any]]:

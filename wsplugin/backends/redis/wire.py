@@ -7,8 +7,10 @@ so ids and frames never need escaping. The first field says what the payload is:
 - history room message: ``h``, node id, excluded ids joined by ``,``, then (not length
   prefixed: appended by the publish script) ``<epoch> <offset> <frame>``
 - command request: ``Q``, reply-to node, request id, op, connection id, room, reason,
-  frame kind (``t``/``b``/``-``), frame
-- command reply: ``R``, request id, ``1``/``0``
+  frame kind (``t``/``b``/``-``), frame, user id (empty: none; a request without this
+  last field, from an older node, is read as having none)
+- command reply: ``R``, request id, count (decimal: ``1``/``0`` for one connection, the
+  number of a user's connections for ``send_user``/``kick_user``)
 - self-ping: ``P``, token
 - event batch: ``E``, node id, JSON list
 - presence change: ``p``, JSON ``{"j": {user: info}, "l": [user, ...]}``
@@ -24,7 +26,7 @@ from wsplugin.backends.base import Command, CommandOp
 from wsplugin.types import Frame
 
 _LEN = struct.Struct(">I")
-_OPS: frozenset[str] = frozenset({"send", "kick", "join", "leave"})
+_OPS: frozenset[str] = frozenset({"send", "kick", "join", "leave", "send_user", "kick_user"})
 
 
 class WireError(ValueError):
@@ -178,11 +180,12 @@ def encode_request(reply_to: str, request_id: str, command: Command) -> bytes:
         command.reason.encode(),
         frame_kind(command.frame),
         frame_bytes(command.frame),
+        (command.user or "").encode(),
     )
 
 
 def decode_request(fields: list[bytes]) -> Request:
-    if len(fields) != 9 or fields[0] != b"Q":
+    if len(fields) not in (9, 10) or fields[0] != b"Q":
         raise WireError("not a command request")
     op = fields[3].decode()
     if op not in _OPS:
@@ -193,18 +196,25 @@ def decode_request(fields: list[bytes]) -> Request:
         frame=frame_from(fields[7], fields[8]),
         room=fields[5].decode() or None,
         reason=fields[6].decode(),
+        user=(fields[9].decode() or None) if len(fields) == 10 else None,
     )
     return Request(fields[1].decode(), fields[2].decode(), command)
 
 
-def encode_reply(request_id: str, found: bool) -> bytes:
-    return pack(b"R", request_id.encode(), b"1" if found else b"0")
+def encode_reply(request_id: str, count: int) -> bytes:
+    return pack(b"R", request_id.encode(), str(int(count)).encode())
 
 
-def decode_reply(fields: list[bytes]) -> tuple[str, bool]:
+def decode_reply(fields: list[bytes]) -> tuple[str, int]:
     if len(fields) != 3 or fields[0] != b"R":
         raise WireError("not a command reply")
-    return fields[1].decode(), fields[2] == b"1"
+    try:
+        count = int(fields[2])
+    except ValueError:
+        raise WireError("not a command reply") from None
+    if count < 0:
+        raise WireError("not a command reply")
+    return fields[1].decode(), count
 
 
 def encode_ping(token: str) -> bytes:
