@@ -28,6 +28,7 @@ from admin_ui.schemas import (
     RoomDetail,
     RoomHistory,
     RoomPage,
+    RoomPresence,
     SendRequest,
 )
 from admin_ui.security import SecureRoute
@@ -122,6 +123,16 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
             raise HTTPException(422, str(exc)) from None
         result: dict[str, Any] = page.to_dict()
         return result
+
+    @router.get(**read_route("/rooms/{room}/presence", RoomPresence, dependencies=seen,
+                            responses=NOT_FOUND))
+    async def room_presence(room: Annotated[str, RoomName], limit: int = Limit
+                            ) -> dict[str, Any]:
+        """Who is online in a presence room, cluster-wide; 404 for a room without presence."""
+        found = await _checked(views.room_presence(ctx, room, limit))
+        if found is None:
+            raise HTTPException(404, "this room has no presence")
+        return found
 
     @router.get(**read_route("/events", list[EventItem], dependencies=seen))
     async def events(limit: int = Limit) -> list[dict[str, Any]]:
