@@ -1,5 +1,5 @@
-"""History rooms cost nothing for rooms nobody published to: in-memory backend, real
-uvicorn, real clients."""
+"""History rooms cost nothing for rooms nobody published to, and offsets are bounded:
+in-memory backend, real uvicorn, real clients."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import gc
 import tracemalloc
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -15,6 +16,7 @@ from tests.test_history import broadcast, history_server, messages, silent, welc
 from tests.ws_helpers import on_server, recv_json, send_json, wait_until
 from wsplugin import History, WebSocketManager
 from wsplugin.backends._history import MemoryHistory
+from wsplugin.history import MAX_OFFSET
 
 CLIENTS = 100
 ROOMS_EACH = 40
@@ -164,3 +166,48 @@ async def test_members_of_an_empty_room_keep_its_epoch_when_its_bucket_moves() -
         assert manager.local_stats()["history_resets"] == 0
         for client in (ws, late):
             await client.close()
+
+
+async def test_offsets_beyond_the_bound() -> None:
+    """A recovery from beyond 2**53 - 1 is not recoverable (never an error); history()
+    refuses such a ``since``; the admin API answers 422."""
+    from tests.admin_helpers import create_app, manager_of
+
+    app = create_app(history={"h-*": History(size=20, ttl=60)})
+    manager = manager_of(app)
+    with ThreadServer(app) as server:
+        await broadcast(server, manager, "h-big", range(1, 3))
+        lobby, _ = await welcome(server, "lobby")
+        for offset in (MAX_OFFSET, MAX_OFFSET + 1, 10**30):
+            await send_json(lobby, {"type": "join", "room": "h-big", "id": 1,
+                                    "epoch": "anything", "offset": offset})
+            joined = await recv_json(lobby)
+            assert (joined["type"], joined["recovered"], joined["offset"]) == (
+                "joined", False, 2), joined
+            await send_json(lobby, {"type": "leave", "room": "h-big"})
+            assert (await recv_json(lobby))["type"] == "left"
+        epoch = (await on_server(server, manager.history("h-big"))).position.epoch
+        back, reply = await welcome(server, "h-big", f"?epoch={epoch}&offset={MAX_OFFSET + 1}")
+        assert (reply["recovered"], reply["offset"]) == (False, 2)
+        for since in (-1, MAX_OFFSET + 1, True, 1.0, "1"):
+            with pytest.raises(ValueError, match="since"):
+                await on_server(server, manager.history("h-big", since=since))  # type: ignore[arg-type]
+        page = await on_server(server, manager.history("h-big", since=MAX_OFFSET))
+        assert page.messages == () and page.position.offset == 2
+        await check_admin_bounds(server, "h-big")
+        for client in (lobby, back):
+            await client.close()
+
+
+async def check_admin_bounds(server: ThreadServer, room: str) -> None:
+    from tests.admin_helpers import ADMIN, VIEWER
+
+    url = f"{ADMIN}/api/rooms/{room}/history"
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=VIEWER) as http:
+        for since in (10**14 - 1, 10**15, MAX_OFFSET):
+            response = await http.get(url, params={"since": since})
+            assert response.status_code == 200, response.text
+            assert all(m["offset"] > since for m in response.json()["messages"])
+        for since in (MAX_OFFSET + 1, 10**20, -1):
+            response = await http.get(url, params={"since": since})
+            assert response.status_code == 422, (since, response.text)

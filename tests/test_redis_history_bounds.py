@@ -1,19 +1,22 @@
-"""History rooms on a real Redis store nothing lasting for rooms nobody published to: two
-uvicorn servers (two nodes), real clients."""
+"""History rooms on a real Redis store nothing lasting for rooms nobody published to, and
+offsets stay integers however large: two uvicorn servers (two nodes), real clients."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis
 
 from tests.support import ThreadServer
 from tests.test_history import messages, silent, welcome
+from tests.test_history_bounds import check_admin_bounds
 from tests.test_redis_history import nodes
 from tests.ws_helpers import on_server, recv_json, send_json, wait_until
+from wsplugin import History
 from wsplugin.backends._redis_history import RedisHistory
-from wsplugin.history import META_TTL
+from wsplugin.history import MAX_OFFSET, META_TTL
 
 pytestmark = [pytest.mark.redis]
 
@@ -114,3 +117,44 @@ async def test_members_keep_an_empty_rooms_position_and_nobody_else_does(
         assert [f["data"] for f in await messages(back, 1)] == ["first"]
         for ws in (member, back):
             await ws.close()
+
+
+async def test_offsets_stay_integers_beyond_10_to_the_14(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Lua writes 10**14 as ``1e+14``: every offset the scripts format is an integer."""
+    from tests.admin_helpers import create_app, manager_of
+
+    app = create_app(backend=redis_url, redis_prefix=redis_prefix,
+                     history={"h-*": History(size=10, ttl=60)})
+    manager = manager_of(app)
+    with ThreadServer(app) as server:
+        await check_admin_bounds(server, "h-huge")
+        with redis.Redis.from_url(redis_url) as client:
+            client.hset(f"{redis_prefix}:hist:{{h-huge}}:meta",
+                        mapping={"epoch": "abcdef01", "offset": 10**14 - 1})
+        ws, hello = await welcome(server, "h-huge")
+        assert (hello["epoch"], hello["offset"]) == ("abcdef01", 10**14 - 1)
+        await on_server(server, manager.broadcast("h-huge", "big"))
+        raw = await asyncio.wait_for(ws.recv(), 5)
+        assert json.loads(raw)["offset"] == 10**14 and '"offset":100000000000000}' in raw
+        page = await on_server(server, manager.history("h-huge", since=10**14 - 1))
+        assert [m.offset for m in page.messages] == [10**14]
+        assert page.position.offset == 10**14
+        await check_admin_bounds(server, "h-huge")
+        lobby, _ = await welcome(server, "lobby")
+        for offset in (10**14 - 1, MAX_OFFSET, MAX_OFFSET + 1, 10**30):
+            await send_json(lobby, {"type": "join", "room": "h-huge", "epoch": "abcdef01",
+                                    "offset": offset})
+            joined = await recv_json(lobby)
+            assert (joined["type"], joined["recovered"], joined["offset"]) == (
+                "joined", offset == 10**14 - 1, 10**14), joined
+            if joined["recovered"]:
+                assert [f["data"] for f in await messages(lobby, 1)] == ["big"]
+            await send_json(lobby, {"type": "leave", "room": "h-huge"})
+            assert (await recv_json(lobby))["type"] == "left"
+        back, reply = await welcome(server, "h-huge", f"?epoch=abcdef01&offset={MAX_OFFSET}")
+        assert (reply["recovered"], reply["offset"]) == (False, 10**14)
+        assert manager.local_stats()["history_resets"] == 0
+        for client in (ws, lobby, back):
+            await client.close()

@@ -31,6 +31,7 @@ from wsplugin.history import (
     HistoryRules,
     NoHistory,
     Position,
+    check_since,
 )
 from wsplugin.protocol import UnencodableData, encode_json, error_frame, message_frame, reply
 from wsplugin.types import ASGIMessage, Data
@@ -362,8 +363,9 @@ class Streams:
         spec = self.spec(room)
         if spec is None:
             raise NoHistory(f"room {room!r} keeps no history (see the history setting)")
-        if not isinstance(limit, int) or limit < 0:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be a non-negative integer")
+        since = check_since(since)
         position, entries = await self._store().read(room, since, limit, spec)
         messages = tuple(HistoryMessage(offset, frame) for offset, frame, _ in entries)
         return HistoryPage(room, position, messages)

@@ -14,6 +14,9 @@ The publish script assigns the offset (``HINCRBY``), stores the message and PUBL
 the room channel in one step, so the order of a room's messages on pub/sub is their offset
 order on every node. A lost ``meta`` (flushed, evicted, expired) is a new epoch, and the
 stream of the old one is deleted with it.
+
+Offsets are formatted as integers in Lua (``%d``): Lua's own number-to-string conversion
+writes ``1e+14`` from 10**14 on, which is no stream id and no JSON integer.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from redis.exceptions import RedisError
 from wsplugin.backends import _redis_wire as wire
 from wsplugin.backends._history import Entry, HistoryStore, PublishDone, new_epoch
 from wsplugin.backends.base import BrokerError
-from wsplugin.history import History, Position
+from wsplugin.history import MAX_OFFSET, History, Position
 
 if TYPE_CHECKING:
     from wsplugin.backends.redis import RedisBroker
@@ -43,7 +46,7 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'offset', 1))
 local frame = ARGV[2] .. ',"offset":' .. offset .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'f', frame, 'x', ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -52,7 +55,7 @@ redis.call('PUBLISH', ARGV[1], ARGV[3] .. epoch .. ' ' .. offset .. ' ' .. frame
 return {offset, epoch}
 """
 
-# KEYS: meta, stream. ARGV: since (or '' for the newest), limit, new epoch,
+# KEYS: meta, stream. ARGV: first offset to read (or '' for the newest), limit, new epoch,
 # empty ttl ms (a room nobody published to keeps its position that long).
 READ_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -71,8 +74,7 @@ if limit > 0 then
   if ARGV[1] == '' then
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
   else
-    entries = redis.call('XRANGE', KEYS[2], tostring(tonumber(ARGV[1]) + 1), '+',
-                         'COUNT', limit)
+    entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', limit)
   end
 end
 return {epoch, top, entries}
@@ -150,8 +152,8 @@ class RedisHistory(HistoryStore):
     async def read(
         self, room: str, since: int | None, limit: int, spec: History
     ) -> tuple[Position, list[Entry]]:
-        args: list[str | int] = ["" if since is None else since, limit, new_epoch(),
-                                 _ms(self.empty_ttl)]
+        first = "" if since is None else str(min(since, MAX_OFFSET) + 1)
+        args: list[str | int] = [first, limit, new_epoch(), _ms(self.empty_ttl)]
         try:
             async with asyncio.timeout(self.broker.publisher.timeout * 2):
                 result = await self._read_script(keys=list(self.keys(room)), args=args)
