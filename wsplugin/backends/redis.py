@@ -142,7 +142,8 @@ class RedisBroker(Broker):
         self.listener.start()
         if not await self.listener.wait_ready(3.0):
             logger.error("redis at %s unreachable; starting degraded and retrying", _safe(self.url))
-        self._loops = [self._spawn(self._heartbeat_loop()), self._spawn(self._ping_loop())]
+        self._loops = [self._spawn(self._heartbeat_loop()), self._spawn(self._ping_loop()),
+                       self._spawn(self.history.keep_loop())]
         self.relay.start()
 
     def _rename(self, node: str) -> None:
