@@ -32,7 +32,7 @@ from admin_ui.schemas import (
     SendRequest,
 )
 from admin_ui.security import SecureRoute
-from wsplugin.history import NoHistory
+from wsplugin.history import MAX_OFFSET, NoHistory
 from wsplugin.users import MAX_USER_ID_LENGTH
 
 T = TypeVar("T")
@@ -107,7 +107,8 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
     @router.get(**read_route("/rooms/{room}/history", RoomHistory, dependencies=seen,
                             responses=NOT_FOUND))
     async def room_history(
-        room: Annotated[str, RoomName], since: int | None = Query(None, ge=0),
+        room: Annotated[str, RoomName],
+        since: int | None = Query(None, ge=0, le=MAX_OFFSET),
         limit: int = Query(50, ge=0, le=1000),
     ) -> dict[str, Any]:
         """A history room's stored messages (after ``since``, or the newest ``limit``) and
@@ -119,7 +120,7 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
             page = await history(room, since=since, limit=limit)
         except NoHistory as exc:
             raise HTTPException(404, str(exc)) from None
-        except ValueError as exc:  # a bad room name
+        except ValueError as exc:  # a bad room name or offset
             raise HTTPException(422, str(exc)) from None
         result: dict[str, Any] = page.to_dict()
         return result

@@ -241,6 +241,7 @@ class WebSocketManager:
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
         """Called exactly once per connection by :meth:`Connection._finish`."""
         rooms = self.hub.remove(conn)
+        self.streams.rooms_left(rooms)  # history rooms: forget what nobody here is in
         self.tally.closed(code)  # metrics
         self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
                          detail=f"{code} {reason}".strip())
@@ -305,6 +306,8 @@ class WebSocketManager:
         joining = op == "join"
         if not (self.hub.join(conn, room) if joining else self.hub.leave(conn, room)):
             return False
+        if not joining:
+            self.streams.rooms_left((room,))
         self.events.emit("joined" if joining else "left", connection_id=conn.id, room=room,
                          identity=conn.identity_text)
         await self.broker.rooms_changed(conn)
