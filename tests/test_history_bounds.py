@@ -10,12 +10,12 @@ import tracemalloc
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from wsplugin.backends.history_store import MemoryHistory
 
 from tests.support import ThreadServer
 from tests.test_history import broadcast, history_server, messages, silent, welcome
 from tests.ws_helpers import on_server, recv_json, send_json, wait_until
 from wsplugin import History, WebSocketManager
+from wsplugin.backends.history_store import MemoryHistory
 from wsplugin.history import MAX_OFFSET
 
 CLIENTS = 100

@@ -8,7 +8,6 @@ import json
 
 import pytest
 import redis
-from wsplugin.backends.redis.history import RedisHistory
 
 from tests.support import ThreadServer
 from tests.test_history import messages, silent, welcome
@@ -16,6 +15,7 @@ from tests.test_history_bounds import check_admin_bounds
 from tests.test_redis_history import nodes
 from tests.ws_helpers import on_server, recv_json, send_json, wait_until
 from wsplugin import History
+from wsplugin.backends.redis.history import RedisHistory
 from wsplugin.history import MAX_OFFSET, META_TTL
 
 pytestmark = [pytest.mark.redis]
