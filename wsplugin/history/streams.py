@@ -59,8 +59,8 @@ class StreamsOwner(Protocol):
     @property
     def tally(self) -> Tally: ...
 
-    def enter_room(self, conn: Connection, room: str) -> Awaitable[bool]:
-        """The bookkeeping step of a join (hub, event, broker subscription)."""
+    def change_room(self, conn: Connection, room: str, *, joining: bool) -> Awaitable[bool]:
+        """The bookkeeping step of a join or leave (hub, event, broker subscription)."""
 
     def publish_failed(self, exc: BaseException) -> None:
         """Count (and log, throttled) a publish the broker refused."""
@@ -325,7 +325,7 @@ class Streams:
             return False
         joiner = stream.joiners[conn.id] = Joiner(conn)
         try:
-            await self.owner.enter_room(conn, room)
+            await self.owner.change_room(conn, room, joining=True)
             position = await self._wait_ready(stream)
             if want is None:
                 joiner.reply(head, position, None)
