@@ -33,7 +33,7 @@ async def test_the_connection_table_shows_each_tokens_expiry(browser: Browser) -
             shown = await page.evaluate("(t) => new Date(t * 1000).toLocaleTimeString()", exp)
             await expect(row(page, ann_id).locator("td.expires")).to_have_text(
                 shown, timeout=10_000)
-            await expect(row(page, bob_id).locator("td.expires")).to_have_text("–")
+            await expect(row(page, bob_id).locator("td.expires")).to_have_text("\u2013")
             await expect(page.locator("#conn-table thead")).to_contain_text("Token expires")
             html = await page.content()
             assert expiring not in html and forever not in html

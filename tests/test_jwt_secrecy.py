@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.admin_helpers import ADMIN, OPERATOR, create_app
 from tests.jwt_helpers import (
@@ -25,8 +27,6 @@ from tests.jwt_helpers import (
 )
 from tests.support import ThreadServer
 from tests.ws_helpers import recv_json, send_json, uvicorn_ws  # noqa: F401  (a fixture)
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 
 class Everything(logging.Handler):

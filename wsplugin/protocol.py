@@ -21,7 +21,7 @@ class CloseCode(IntEnum):
     INTERNAL = 1011
     SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
     KICKED = 4000
-    TOKEN_INVALID = 4001  # a connection token missing, invalid or expired; the reason says which
+    UNAUTHORIZED = 4001  # a connection token missing, invalid or expired; the reason says which
     FORBIDDEN = 4003  # a token's user may not be here (its rooms, max_connections_per_user)
     TOO_SLOW = 4008
     RATE_LIMITED = 4029

@@ -170,8 +170,6 @@ def _is_plain(hook: Callable[..., Any]) -> bool:
 def _websocket_parameter(hook: Callable[..., Any], path: str) -> str | None:
     """The parameter name of a dependency that takes only the websocket (FastAPI's reading
     of its signature), so it can be called without solving anything; else ``None``."""
-    if _is_plain(hook):
-        return None
     try:
         dependant = get_dependant(path=path, call=hook)
         count = len(inspect.signature(hook).parameters)

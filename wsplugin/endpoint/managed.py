@@ -153,7 +153,7 @@ class ManagedEndpoint:
         except TokenError as exc:
             await websocket.accept()
             try:
-                await self._close_refused(websocket, CloseCode.TOKEN_INVALID, exc.reason)
+                await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
             finally:
                 abandon_later(websocket.scope)
             return
@@ -178,7 +178,7 @@ class ManagedEndpoint:
             except ClientGone:
                 return
             except TokenError as exc:
-                await self._close_refused(websocket, CloseCode.TOKEN_INVALID, exc.reason)
+                await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
                 return
             claim = await self._admit(grant, room)
             if isinstance(claim, str):  # the refusal's reason

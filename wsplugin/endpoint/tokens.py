@@ -95,7 +95,6 @@ class TokenSession:
         self.grant = grant
         self.grace = grace
         self._timer: asyncio.TimerHandle | None = None
-        conn.expires_at = grant.expires_at
         self._arm()
 
     def _arm(self) -> None:
@@ -109,7 +108,7 @@ class TokenSession:
         self._timer = None
         if not self.conn.closed:
             logger.info("wsplugin: token of %s expired", self.conn.id)
-            self.conn.close(CloseCode.TOKEN_INVALID, "token expired")
+            self.conn.close(CloseCode.UNAUTHORIZED, "token expired")
 
     def replace(self, grant: Grant) -> None:
         """A refresh: ``grant`` (same user) replaces the old one, with its expiry."""
