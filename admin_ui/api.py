@@ -28,10 +28,11 @@ from admin_ui.schemas import (
     RoomDetail,
     RoomHistory,
     RoomPage,
+    RoomPresence,
     SendRequest,
 )
 from admin_ui.security import SecureRoute
-from wsplugin.history import NoHistory
+from wsplugin.history import MAX_OFFSET, NoHistory
 from wsplugin.users import MAX_USER_ID_LENGTH
 
 T = TypeVar("T")
@@ -106,7 +107,8 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
     @router.get(**read_route("/rooms/{room}/history", RoomHistory, dependencies=seen,
                             responses=NOT_FOUND))
     async def room_history(
-        room: Annotated[str, RoomName], since: int | None = Query(None, ge=0),
+        room: Annotated[str, RoomName],
+        since: int | None = Query(None, ge=0, le=MAX_OFFSET),
         limit: int = Query(50, ge=0, le=1000),
     ) -> dict[str, Any]:
         """A history room's stored messages (after ``since``, or the newest ``limit``) and
@@ -118,10 +120,20 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
             page = await history(room, since=since, limit=limit)
         except NoHistory as exc:
             raise HTTPException(404, str(exc)) from None
-        except ValueError as exc:  # a bad room name
+        except ValueError as exc:  # a bad room name or offset
             raise HTTPException(422, str(exc)) from None
         result: dict[str, Any] = page.to_dict()
         return result
+
+    @router.get(**read_route("/rooms/{room}/presence", RoomPresence, dependencies=seen,
+                            responses=NOT_FOUND))
+    async def room_presence(room: Annotated[str, RoomName], limit: int = Limit
+                            ) -> dict[str, Any]:
+        """Who is online in a presence room, cluster-wide; 404 for a room without presence."""
+        found = await _checked(views.room_presence(ctx, room, limit))
+        if found is None:
+            raise HTTPException(404, "this room has no presence")
+        return found
 
     @router.get(**read_route("/events", list[EventItem], dependencies=seen))
     async def events(limit: int = Limit) -> list[dict[str, Any]]:

@@ -63,6 +63,21 @@ class RoomPage(BaseModel):
 class RoomDetail(Room):
     connections: ConnectionPage
     history: bool = Field(False, description="The room keeps history: its /history answers")
+    presence: bool = Field(False, description="The room tracks presence: its /presence answers")
+
+
+class OnlineUser(BaseModel):
+    id: str
+    connections: int = Field(description="Its connections in the room (0 during the grace)")
+    info: dict[str, Any] | None = Field(None, description="Public info, untrusted input")
+
+
+class RoomPresence(BaseModel):
+    """Who is online in a presence room, cluster-wide (at most ``limit`` users listed)."""
+
+    room: str
+    users: list[OnlineUser]
+    count: dict[str, int] = Field(description="users (each once) and connections")
 
 
 class Overview(BaseModel):

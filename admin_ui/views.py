@@ -89,7 +89,26 @@ async def room_detail(
     members = await connections_page(ctx, room=room, offset=offset, limit=limit)
     streams = getattr(ctx.manager, "streams", None)  # ManagerLike does not require history
     keeps_history = streams is not None and streams.spec(room) is not None
-    return {**rows[0], "connections": members, "history": keeps_history}
+    tracker = getattr(ctx.manager, "tracker", None)  # nor presence
+    tracks = tracker is not None and tracker.spec(room) is not None
+    return {**rows[0], "connections": members, "history": keeps_history, "presence": tracks}
+
+
+async def room_presence(ctx: AdminContext, room: str, limit: int) -> dict[str, Any] | None:
+    """Who is online in a presence room (users by id, at most ``limit``); None: no presence."""
+    presence = getattr(ctx.manager, "presence", None)
+    stats = getattr(ctx.manager, "presence_stats", None)
+    if presence is None or stats is None:
+        return None
+    try:
+        users = await presence(room)
+        counts = await stats(room)
+    except ValueError:  # no presence in this room
+        return None
+    listed = [{"id": user, "connections": entry.connections, "info": entry.info}
+              for user, entry in sorted(users.items())[:limit]]
+    return {"room": room, "users": listed,
+            "count": {"users": counts.users, "connections": counts.connections}}
 
 
 async def overview(ctx: AdminContext) -> dict[str, Any]:

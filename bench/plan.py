@@ -43,6 +43,9 @@ SERVERS: dict[str, ServerSpec] = {
     "wsplugin_legacy": ServerSpec("wsplugin_server.py", "envelope", args=("--ws", "websockets")),
     # Not in the default set: the admin dashboard mounted (it measures its overhead).
     "wsplugin_admin": ServerSpec("wsplugin_server.py", "envelope", args=("--admin",)),
+    # Not in the default set: presence configured for other rooms (a plain room pays nothing).
+    "wsplugin_other_presence": ServerSpec("wsplugin_server.py", "envelope",
+                                          args=("--other-presence",)),
 }
 DEFAULT_SERVERS = ("raw", "naive", "naive_envelope", "wsplugin", "wsplugin_batch")
 BASELINE = "raw"

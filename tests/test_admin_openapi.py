@@ -1,5 +1,6 @@
 """Schemathesis over the admin's OpenAPI, against a real server, as operator and as viewer:
-no 5xx, and every status code, content type and body is the documented one."""
+no 5xx, and every status code, content type and body is the documented one. Once more as
+operator against a server on a real Redis where every room keeps history."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from schemathesis.checks import negative_data_rejection
 
 from admin_ui.throttle import Limits, Throttle
 from tests.admin_helpers import ADMIN, OPERATOR, VIEWER, create_app
+from tests.redis_server import RUN_ID
 from tests.support import ThreadServer
+from wsplugin import History
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,6 +27,16 @@ LENIENT = Limits(attempts=10**6, global_failures=10**6)
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadServer]:
     app = create_app()
+    app.state.wsplugin_admin.throttle = Throttle(LENIENT)
+    with ThreadServer(app) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def redis_server(redis_url: str) -> Iterator[ThreadServer]:
+    """Every room keeps history, on Redis: the history route reads through the Lua script."""
+    app = create_app(backend=redis_url, redis_prefix=f"wsplugin-test-{RUN_ID}-openapi",
+                     history={"*": History(size=20, ttl=60)})
     app.state.wsplugin_admin.throttle = Throttle(LENIENT)
     with ThreadServer(app) as running:
         yield running
@@ -72,4 +85,14 @@ def test_as_operator(case: Any, server: ThreadServer) -> None:
 def test_as_viewer(case: Any, server: ThreadServer) -> None:
     bounded(case)
     case.call_and_validate(base_url=server.url, headers=VIEWER, timeout=10,
+                         excluded_checks=EXCLUDED)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@schema.parametrize()
+@FUZZ
+def test_on_redis_as_operator(case: Any, redis_server: ThreadServer) -> None:
+    bounded(case)
+    case.call_and_validate(base_url=redis_server.url, headers=OPERATOR, timeout=10,
                          excluded_checks=EXCLUDED)

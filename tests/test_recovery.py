@@ -268,7 +268,8 @@ async def test_leaving_the_room_during_a_recovery_ends_it_cleanly(
             return recoveries.running == 0
 
         await wait_until(ended, what="the recovery to end")
-        assert manager.streams.streams["h-leave"].joiners == {}
+        stream = manager.streams.streams.get("h-leave")  # gone with its last member
+        assert stream is None or stream.joiners == {}
         assert manager.tally.recoveries.outcomes == {"recovered": 0, "not_recovered": 0,
                                                      "reset": 0}
         assert await on_server(server, manager.join(cid, "h-leave"))

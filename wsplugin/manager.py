@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Literal, TypeVar
 
 from starlette.websockets import WebSocket
@@ -248,6 +248,7 @@ class WebSocketManager:
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
         """Called exactly once per connection by :meth:`Connection._finish`."""
         rooms = self.hub.remove(conn)
+        self.streams.rooms_left(rooms)  # history rooms: forget what nobody here is in
         self.tally.closed(code)  # metrics
         self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
                          detail=f"{code} {reason}".strip())
@@ -267,7 +268,7 @@ class WebSocketManager:
         """Make ``conn`` a member of ``room``, then send ``reply`` (``welcome``/``joined``).
 
         Local bookkeeping, the broker's subscription and the ``joined`` event
-        (:meth:`enter_room`); in a history room also the room's position in ``reply`` and the
+        (:meth:`change_room`); in a history room also the room's position in ``reply`` and the
         recovery of the client's ``position`` (see :mod:`wsplugin.history`); in a presence
         room the user's presence and, after the reply, the room's snapshot
         (:mod:`wsplugin.presence`). ``first``: the reply is the connection's first frame
@@ -280,7 +281,7 @@ class WebSocketManager:
         else:
             if reply is not None and first:
                 conn.deliver_text(encode_json(reply))
-            joined = await self.enter_room(conn, room)
+            joined = await self.change_room(conn, room, joining=True)
             if reply is not None and not first:
                 conn.deliver_text(encode_json(reply))
         if self.tracker.active and (presence := self.tracker.spec(room)) is not None \
@@ -292,7 +293,7 @@ class WebSocketManager:
         self, conn: Connection, room: str, *, reply: dict[str, Any] | None = None
     ) -> bool:
         """Take ``conn`` out of ``room``, then send ``reply`` (``left``); False if it was not in."""
-        if not await self.exit_room(conn, room):
+        if not await self.change_room(conn, room, joining=False):
             return False
         if reply is not None:
             conn.deliver_text(encode_json(reply))
@@ -300,18 +301,14 @@ class WebSocketManager:
             await self.tracker.leave(conn.id, room)
         return True
 
-    def enter_room(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
-        """The bookkeeping step of :meth:`add_member` (hub, event, broker), no frame."""
-        return self._change_room(conn, "join", room)
-
-    def exit_room(self, conn: Connection, room: str) -> Coroutine[Any, Any, bool]:
-        """The bookkeeping step of :meth:`remove_member` (hub, event, broker), no frame."""
-        return self._change_room(conn, "leave", room)
-
-    async def _change_room(self, conn: Connection, op: RoomOp, room: str) -> bool:
-        joining = op == "join"
+    async def change_room(self, conn: Connection, room: str, *, joining: bool) -> bool:
+        """The bookkeeping step of :meth:`add_member` and :meth:`remove_member`, no frame:
+        the hub, the ``joined``/``left`` event, the broker's subscription. False if nothing
+        changed (already a member, or not one)."""
         if not (self.hub.join(conn, room) if joining else self.hub.leave(conn, room)):
             return False
+        if not joining:
+            self.streams.rooms_left((room,))
         self.events.emit("joined" if joining else "left", connection_id=conn.id, room=room,
                          identity=conn.identity_text)
         await self.broker.rooms_changed(conn)

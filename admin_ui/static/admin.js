@@ -210,8 +210,32 @@
       return tr;
     });
     $("room-members").tBodies[0].replaceChildren(...rows);
+    if (detail.presence) await loadRoomPresence(name);
+    else $("room-presence").hidden = true;
     if (detail.history) await loadRoomHistory(name);
     else $("room-history").hidden = true;  // a plain room: no request that would 404
+  }
+
+  // A presence room: its users online (id, info, connections); info is untrusted: text only.
+  async function loadRoomPresence(name) {
+    let found;
+    try {
+      found = await api("GET", "/rooms/" + encodeURIComponent(name) + "/presence?limit=100");
+    } catch (e) {
+      $("room-presence").hidden = true;
+      return;
+    }
+    $("room-presence").hidden = false;
+    $("room-presence-count").textContent =
+      `${number(found.count.users)} users · ${number(found.count.connections)} connections`;
+    const rows = found.users.map((u) => {
+      const tr = document.createElement("tr");
+      cell(tr, u.id).className = "mono";
+      cell(tr, u.info == null ? "" : JSON.stringify(u.info)).className = "mono";
+      cell(tr, number(u.connections)).className = "num";
+      return tr;
+    });
+    $("room-presence-table").tBodies[0].replaceChildren(...rows);
   }
 
   // The room view (charts.js draws it): the open room's members and rate, once a second,

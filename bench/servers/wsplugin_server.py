@@ -35,6 +35,10 @@ def manager_options(args: argparse.Namespace) -> dict[str, Any]:
         options["max_queue_messages"] = args.max_queue_messages
     if args.compression != "auto":
         options["compression"] = args.compression == "true"
+    if args.other_presence:  # presence for other rooms: the benchmark's room stays plain
+        from wsplugin import Presence
+
+        options["presence"] = {"other-*": Presence()}
     return options
 
 
@@ -53,6 +57,8 @@ def main() -> None:
     p.add_argument("--backend", default="memory://")
     p.add_argument("--max-queue-messages", type=int, default=0, help="0 = the default")
     p.add_argument("--compression", choices=("auto", "true", "false"), default="auto")
+    p.add_argument("--other-presence", action="store_true",
+                   help="presence configured for rooms other-* (not the benchmark's room)")
     args = p.parse_args()
     run_uvicorn(build_app(args), args)
 

@@ -19,8 +19,23 @@ from wsplugin.types import JSON
 META_TTL = 30 * 86400
 """Seconds a stream's epoch and top offset outlive its messages, so a position stays checkable."""
 
+MAX_OFFSET = 2**53 - 1
+"""The largest offset: exact as a JavaScript number and as a double in Redis' Lua. A stream
+never gets there (it would take 9 * 10**15 messages); a larger one asked for is out of range."""
+
+
 class NoHistory(ValueError):
     """The room keeps no history (no pattern of the ``history`` setting matches it)."""
+
+
+def check_since(since: object) -> int | None:
+    """``since`` of a history read: None, or an integer offset from 0 to :data:`MAX_OFFSET`."""
+    if since is None:
+        return None
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_OFFSET:
+        raise ValueError(f"since must be None or an integer offset from 0 to {MAX_OFFSET}, "
+                         f"got {since!r}")
+    return since
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplugin.backends.base import Broker, BrokerError
@@ -34,6 +34,7 @@ from wsplugin.history import (
     HistoryRules,
     NoHistory,
     Position,
+    check_since,
 )
 from wsplugin.history.recovery import Recoveries
 from wsplugin.protocol import encode_head, encode_json, reply, text_message
@@ -58,8 +59,8 @@ class StreamsOwner(Protocol):
     @property
     def tally(self) -> Tally: ...
 
-    def enter_room(self, conn: Connection, room: str) -> Awaitable[bool]:
-        """The bookkeeping step of a join (hub, event, broker subscription)."""
+    def change_room(self, conn: Connection, room: str, *, joining: bool) -> Awaitable[bool]:
+        """The bookkeeping step of a join or leave (hub, event, broker subscription)."""
 
     def publish_failed(self, exc: BaseException) -> None:
         """Count (and log, throttled) a publish the broker refused."""
@@ -324,7 +325,7 @@ class Streams:
             return False
         joiner = stream.joiners[conn.id] = Joiner(conn)
         try:
-            await self.owner.enter_room(conn, room)
+            await self.owner.change_room(conn, room, joining=True)
             position = await self._wait_ready(stream)
             if want is None:
                 joiner.reply(head, position, None)
@@ -336,8 +337,10 @@ class Streams:
                     joiner.start_at(stream)
         except BaseException:
             stream.joiners.pop(conn.id, None)  # an ordinary member, if a member at all
+            self._forget_if_idle(stream)
             raise
         self._release(stream)
+        self._forget_if_idle(stream)  # it closed or left meanwhile
         return True
 
     def _stream(self, room: str, spec: History) -> Stream:
@@ -363,13 +366,47 @@ class Streams:
             if joiner.conn.closed or (not joiner.waiting and joiner.caught_up(stream)):
                 del stream.joiners[cid]
 
+    # ------------------------------------------------------------------ leaving
+    def rooms_left(self, rooms: Iterable[str]) -> None:
+        """A connection left ``rooms``: forget the streams nobody here is in or joining.
+
+        A stream is the node's view of a room for its local members; without them it is
+        forgotten at once (the store keeps the position), so rooms visited and left cost
+        nothing here, however many.
+        """
+        if not self.streams:
+            return
+        for room in rooms:
+            stream = self.streams.get(room)
+            if stream is not None:
+                self._forget_if_idle(stream)
+
+    def _forget_if_idle(self, stream: Stream) -> None:
+        self._release(stream)  # forget joiners that closed meanwhile
+        room = stream.room
+        if (stream.joiners or room in self.owner.hub.rooms
+                or self.streams.get(room) is not stream):
+            return
+        del self.streams[room]
+        self._send_acks(stream, None)
+
+    # ------------------------------------------------------------------ asked by the store
+    def tracked(self, room: str) -> Position | None:
+        stream = self.streams.get(room)
+        return None if stream is None else stream.position()
+
+    def empty_positions(self) -> list[tuple[str, str]]:
+        return [(s.room, s.epoch) for s in self.streams.values()
+                if s.epoch and s.last == 0]
+
     # ------------------------------------------------------------------ history API
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
         spec = self.spec(room)
         if spec is None:
             raise NoHistory(f"room {room!r} keeps no history (see the history setting)")
-        if not isinstance(limit, int) or limit < 0:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be a non-negative integer")
+        since = check_since(since)
         position, entries = await self._store().read(room, since, limit, spec)
         messages = tuple(HistoryMessage(offset, frame) for offset, frame, _ in entries)
         return HistoryPage(room, position, messages)
@@ -412,12 +449,8 @@ class Streams:
 
     def on_stream_unsubscribed(self, room: str) -> None:
         stream = self.streams.get(room)
-        if stream is None:
-            return
-        self._release(stream)  # forget joiners that closed meanwhile
-        if not stream.joiners and room not in self.owner.hub.rooms:
-            del self.streams[room]
-            self._send_acks(stream, None)
+        if stream is not None:
+            self._forget_if_idle(stream)
 
     def _park(self, stream: Stream, epoch: str, offset: int, frame: str,
               exclude: frozenset[str]) -> None:

@@ -160,7 +160,7 @@ class RedisBroker(Broker):
         await asyncio.gather(self.cluster.stop(), self.supervisor.stop(), self.rooms.stop())
         await self.listener.stop()
         await self.controller.stop()
-        await self.cluster.leave()
+        await self.cluster.remove_node()
         await self.publisher.stop()
         for client in (self.client, self.sub_client):
             with contextlib.suppress(*_FAILURES):

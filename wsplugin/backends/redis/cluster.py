@@ -71,7 +71,7 @@ class Cluster:
     async def stop(self) -> None:
         await self.tasks.stop()
 
-    async def leave(self) -> None:
+    async def remove_node(self) -> None:
         """Clean shutdown: this node's entries go at once instead of expiring."""
         with contextlib.suppress(*_FAILURES):
             async with asyncio.timeout(1.0):

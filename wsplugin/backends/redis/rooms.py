@@ -50,8 +50,10 @@ class RoomChannels:
         self._lock = asyncio.Lock()
 
     def start(self, handler: BrokerHandler) -> list[str]:
-        """The room channels to subscribe: ``*`` and the rooms with local members."""
+        """The room channels to subscribe: ``*`` and the rooms with local members. Starts
+        the refresh of empty history rooms' positions."""
         self._handler = handler
+        self.tasks.spawn(self.history.keep_loop())
         self._rooms = set(handler.local_rooms())
         return [self.keys.room(ALL_ROOMS), *(self.keys.room(r) for r in self._rooms)]
 
