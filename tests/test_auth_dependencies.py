@@ -179,4 +179,4 @@ async def test_a_websocket_annotated_hook_still_runs_on_the_event_loop() -> None
 
 def test_dependencies_must_be_depends() -> None:
     with pytest.raises(ValueError, match="dependencies must be a list of Depends"):
-        install_ws_manager(FastAPI(), dependencies=[lambda: None])
+        install_ws_manager(FastAPI(), dependencies=[lambda: None])  # type: ignore[list-item]
