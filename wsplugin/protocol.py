@@ -21,6 +21,8 @@ class CloseCode(IntEnum):
     INTERNAL = 1011
     SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
     KICKED = 4000
+    UNAUTHORIZED = 4001  # a connection token missing, invalid or expired; the reason says which
+    FORBIDDEN = 4003  # a token's user may not be here (its rooms, max_connections_per_user)
     TOO_SLOW = 4008
     RATE_LIMITED = 4029
 
@@ -37,6 +39,7 @@ REJECTED = "rejected"  # the on_message hook raised ValueError
 NO_PRESENCE = "no_presence"  # presence was asked of a room that does not track it
 PUBLISH_FAILED = "publish_failed"  # the broker refused a client's publish (not stored)
 BINARY_UNSUPPORTED = "binary_unsupported"
+UNAUTHORIZED = "unauthorized"  # a refresh token that is not valid (the detail says why)
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
