@@ -15,9 +15,9 @@ from tests.ws_helpers import on_server, recv_json, recv_type, send_json, wait_un
 
 async def test_an_unrefreshed_token_closes_4001_after_exp_and_refresh_grace() -> None:
     with jwt_server(refresh_grace=0.2) as (server, manager):
-        exp = time.time() + 1
+        exp = time.time() + 2  # room for a slow handshake on a loaded machine
         ws, welcome = await connect_with(server, "lobby", rs_token(claims(ttl=None, exp=exp)))
-        assert welcome["type"] == "welcome" and welcome["expires_in"] in (0, 1)
+        assert welcome["type"] == "welcome" and welcome["expires_in"] in (0, 1, 2)
         assert await closed_with(ws) == (4001, "token expired")
         assert time.time() >= exp + 0.2
         assert manager.tally.closes["4001"] == 1
