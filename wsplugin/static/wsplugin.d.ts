@@ -2,14 +2,37 @@
 // Copy both next to your code as wsplugin.js / wsplugin.d.ts, or declare the module:
 //   declare module "/ws-client.js" { export * from "./wsplugin"; }
 
-/** Close codes after which the client reconnects; any other code is terminal. */
+/** Close codes after which the client reconnects; any other code is terminal (but with
+ * `getToken`, a 4001 is retried once with a new token). */
 export const RECONNECT_CODES: readonly number[];
+
+/** The server's own close codes. */
+export const CLOSE_CODES: Readonly<{
+  /** `manager.kick()`: terminal. */
+  KICKED: 4000;
+  /** The token is missing, invalid or expired; the reason says which (`token expired`,
+   * `bad signature`, `no token`...). With `getToken`: one reconnect with a new token. */
+  UNAUTHORIZED: 4001;
+  /** The token's user may not be here (its `rooms`, `max_connections_per_user`): terminal. */
+  FORBIDDEN: 4003;
+  /** The client read too slowly: reconnect. */
+  TOO_SLOW: 4008;
+  /** Rate limited: reconnect after `rateLimitPause`. */
+  RATE_LIMITED: 4029;
+}>;
 
 export interface WSClientOptions {
   /** Rooms joined (with `join`) after the URL room. */
   rooms?: string[];
-  /** Query parameters added to the URL at each connect; a function is called each time. */
+  /** Query parameters added to the URL at each connect; a function is called each time.
+   * Never a token: a `JWTAuth` server refuses `?token=` (use `getToken`). */
   params?: Record<string, string | number> | (() => Record<string, string | number>);
+  /** For a `JWTAuth` server: returns a connection token (a JWT). Called before every connect
+   * (the token goes in the first frame, `{"type":"connect","token":...}`, never in the URL)
+   * and again at about 80 % of the token's life, to refresh it on the open connection. A
+   * throw (or no string) before a connect is a failed connect (retried with the backoff);
+   * during a refresh it is retried with the backoff until the token expires. */
+  getToken?: () => string | Promise<string>;
   /** ms: the cap of the first reconnect's random delay (default 500). */
   backoffMin?: number;
   /** ms: the largest cap of the exponential backoff (default 20000). */
@@ -37,7 +60,10 @@ export interface WSClientOptions {
   presenceGrace?: number;
 }
 
-export const DEFAULTS: Readonly<Required<Omit<WSClientOptions, "probe">>> & { probe: undefined };
+export const DEFAULTS: Readonly<Required<Omit<WSClientOptions, "probe" | "getToken">>> & {
+  probe: undefined;
+  getToken: undefined;
+};
 
 export interface Position {
   epoch: string;
@@ -74,8 +100,9 @@ export interface PresenceDetail {
 }
 
 export interface WSClientEvents {
-  /** The server's welcome: the URL room is joined; `reconnected` after the first. */
-  connected: { connectionId: string; reconnected: boolean };
+  /** The server's welcome: the URL room is joined; `reconnected` after the first.
+   * `expiresIn`: whole seconds until the connection's token expires (null: no expiry). */
+  connected: { connectionId: string; reconnected: boolean; expiresIn: number | null };
   /** A socket closed (or a connect attempt failed); `reconnect` says if and `delay` when. */
   disconnected: {
     code: number;
@@ -99,15 +126,23 @@ export interface WSClientEvents {
   binary: { data: ArrayBuffer };
   /** A room was (re)joined; history rooms carry their position. */
   joined: { room: string; epoch?: string; offset?: number; recovered?: boolean };
-  left: { room: string };
+  /** A room was left: yours, `manager.leave()`, or `reason: "forbidden"` when a refreshed
+   * token no longer allows it (a room other than the URL room is not rejoined). */
+  left: { room: string; reason?: string };
   /** A rejoin with a position: `recovered: true` (the missed messages follow) or `false`. */
   recovered: { room: string; recovered: boolean; epoch: string; offset: number };
   /** Continuity of a history room is lost: reload its state, then messages after `offset`
    * follow. `cause`: a server `reset` frame, or a rejoin answered `recovered: false`. */
   reset: { room: string; epoch: string; offset: number; cause: "reset" | "recovery_failed" };
-  /** An error frame not answered to a publish; `room` when a join was refused. */
-  error: { code: string; detail: string; id?: unknown; room?: string };
-  /** Terminal: kicked (4000), refused (1008), another non-reconnect code, or `close()`. */
+  /** An error frame not answered to a publish; `room` when a join was refused. `refresh`:
+   * a token refresh failed (`forbidden`: another user's token; `unauthorized`: an invalid
+   * one; `get_token`: getToken threw), retried with the backoff until the token expires. */
+  error: { code: string; detail: string; id?: unknown; room?: string; refresh?: true };
+  /** The token was refreshed on the open connection; `expiresIn` seconds until the new one
+   * expires. */
+  refreshed: { expiresIn: number | null };
+  /** Terminal: kicked (4000), refused (1008), a second 4001 in a row, 4003, another
+   * non-reconnect code, or `close()`. */
   closed: { code: number; reason: string };
   /** A presence room's state changed: its first snapshot, any later one, a diff that changed
    * something, the end of a reconnect's grace. After the `join`/`leave` events it explains. */

@@ -1,15 +1,18 @@
 // wsplugin's browser client: one managed WebSocket that reconnects, rejoins its rooms,
-// recovers history rooms and keeps presence rooms in sync. Served by the plugin at
-// {prefix}-client.js (/ws-client.js by default), types at {prefix}-client.d.ts. No
-// dependencies, no build step: docs/client.md.
+// recovers history rooms, keeps presence rooms in sync and refreshes its token. Served at
+// {prefix}-client.js, types at {prefix}-client.d.ts; no dependencies: docs/client.md.
 
 /** Close codes after which the client reconnects (any other code is terminal). */
 export const RECONNECT_CODES = Object.freeze([1001, 1006, 1011, 1012, 4008, 4029]);
-const RATE_LIMITED = 4029;
+/** The server's own close codes. With `getToken`, one 4001 is retried with a new token. */
+export const CLOSE_CODES = Object.freeze({ KICKED: 4000, UNAUTHORIZED: 4001, FORBIDDEN: 4003,
+  TOO_SLOW: 4008, RATE_LIMITED: 4029 });
+const { UNAUTHORIZED, RATE_LIMITED } = CLOSE_CODES;
 
 export const DEFAULTS = Object.freeze({
   rooms: [],               // rooms joined after the URL room
   params: {},              // query parameters, or a function returning them (per connect)
+  getToken: undefined,     // async () => token: sent in the `connect` frame, and to refresh it
   backoffMin: 500,         // ms: the first reconnect waits up to this
   backoffMax: 20000,       // ms: the cap of the exponential backoff
   stableAfter: 10000,      // ms a connection must stay up to reset the backoff
@@ -40,9 +43,7 @@ export function reconnectDelay(code, attempt, options = {}) {
 export class RequestError extends Error {
   constructor(code, detail) {
     super(`${code}: ${detail}`);
-    this.name = "RequestError";
-    this.code = code;
-    this.detail = detail;
+    Object.assign(this, { name: "RequestError", code, detail });
   }
 }
 
@@ -50,18 +51,17 @@ export class RequestError extends Error {
 export class PublishError extends RequestError {
   constructor(code, detail, fate) {
     super(code, detail);
-    this.name = "PublishError";
-    this.fate = fate;
+    Object.assign(this, { name: "PublishError", fate });
   }
 }
 
 const notSent = (code, detail) => new PublishError(code, detail, "not_delivered");
 const maybeSent = (code, detail) => new PublishError(code, detail, "unknown");
+const failed = (code, detail) => new RequestError(code, detail);
 
 function socketUrl(url) {
   const u = new URL(url, globalThis.location?.href);
-  if (u.protocol === "http:") u.protocol = "ws:";
-  if (u.protocol === "https:") u.protocol = "wss:";
+  u.protocol = { "http:": "ws:", "https:": "wss:" }[u.protocol] ?? u.protocol;
   return u;
 }
 
@@ -113,10 +113,7 @@ class PresenceRoom {
 
   /** A fresh copy of the state: {userId: {info, connections?}}, or null (no list). */
   state() {
-    if (!this.listed) return null;
-    const users = {};
-    for (const [user, entry] of this.users) users[user] = { ...entry };
-    return users;
+    return this.listed ? Object.fromEntries([...this.users].map(([u, e]) => [u, { ...e }])) : null;
   }
 
   detail() {
@@ -231,10 +228,8 @@ class PresenceRoom {
   }
 }
 
-function report(error) {
-  if (globalThis.reportError) globalThis.reportError(error);
-  else setTimeout(() => { throw error; });
-}
+const report = (error) => (globalThis.reportError ? reportError(error)
+  : setTimeout(() => { throw error; }));
 
 export class WSClient {
   #options; #url; #probe; #listeners = new Map();
@@ -243,8 +238,10 @@ export class WSClient {
   #pending = new Map();      // command id -> publish, join or request waiting for its answer
   #presence = new Map();     // joined room -> its PresenceRoom (synced in presence rooms)
   #socket = null; #state = "connecting"; #connectionId = null; #everConnected = false;
-  #nextId = 1; #attempt = 0; #refusals = 0;
+  #nextId = 1; #attempt = 0; #refusals = 0; #unauthorized = 0;
   #timer = 0; #stableTimer = 0; #beatTimer = 0; #lastFrame = 0; #pingAt = 0;
+  #turn = 0;                 // bumped by each connect and detach: stale async work stops
+  #refreshTimer = 0; #refreshId = 0; #refreshTries = 0; #expiresAt = 0;
   #wake = () => { if (this.#state === "waiting") this.#connect(); };
   #offline = () => { if (this.#joined.size) this.#ping(); };
   #visible = () => { if (document.visibilityState === "visible") this.#wake(); };
@@ -276,8 +273,7 @@ export class WSClient {
   /** A presence room's counts as of its last snapshot: {users, connections, truncated}. */
   presenceCount(room) {
     const sync = this.#presence.get(room ?? this.room);
-    if (!sync?.count) return null;
-    return { ...sync.count, truncated: sync.users === null };
+    return sync?.count ? { ...sync.count, truncated: sync.users === null } : null;
   }
 
   /** Asks the server for a presence room's counts now: resolves {room, users, connections}. */
@@ -308,26 +304,21 @@ export class WSClient {
 
   /** Publish; resolves {room, offset} on the server's ack, rejects with a PublishError. */
   publish(room, data, { timeout = this.#options.publishTimeout } = {}) {
-    room = room ?? this.room;
-    return new Promise((resolve, reject) => {
-      if (this.#state === "closed") return reject(notSent("closed", "the client is closed"));
-      if (!this.#rooms.has(room)) return reject(notSent("not_joined", `join ${room} first`));
-      const id = this.#nextId++;
-      const entry = { kind: "publish", id, room, data, resolve, reject, sent: false };
-      entry.timer = setTimeout(() => this.#expire(id), timeout);
-      this.#pending.set(id, entry);
-      this.#flush();
-    });
+    const entry = { kind: "publish", type: "publish", room: room ?? this.room, data };
+    return this.#queue(entry, timeout, notSent);
   }
 
   #request(type, room, timeout) {  // a read: sent once its room is joined, again after a reconnect
+    return this.#queue({ kind: "request", type, room }, timeout, failed);
+  }
+
+  #queue(entry, timeout, fail) {  // a publish or request, sent once its room is joined
     return new Promise((resolve, reject) => {
-      if (this.#state === "closed") return reject(new RequestError("closed", "client closed"));
-      if (!this.#rooms.has(room)) return reject(new RequestError("not_joined", `join ${room}`));
+      if (this.#state === "closed") return reject(fail("closed", "the client is closed"));
+      if (!this.#rooms.has(entry.room)) return reject(fail("not_joined", `join ${entry.room}`));
       const id = this.#nextId++;
-      const entry = { kind: "request", type, id, room, resolve, reject, sent: false };
-      entry.timer = setTimeout(() => this.#expire(id), timeout);
-      this.#pending.set(id, entry);
+      const timer = setTimeout(() => this.#expire(id), timeout);
+      this.#pending.set(id, Object.assign(entry, { id, resolve, reject, sent: false, timer }));
       this.#flush();
     });
   }
@@ -364,32 +355,43 @@ export class WSClient {
   /** Close for good: no reconnect; emits `closed`. */
   close(code = 1000, reason = "closed by the client") {
     if (this.#state === "closed") return;
-    const socket = this.#detach();
-    socket?.close(code, reason);
+    this.#detach()?.close(code, reason);
     this.#finish(code, reason);
   }
 
   #connect() {
     clearTimeout(this.#timer);
     this.#state = "connecting";
+    const turn = ++this.#turn;
+    const giveUp = () => this.#abort(1006, "no welcome in time");
+    this.#timer = setTimeout(giveUp, this.#options.connectTimeout);
+    if (!this.#options.getToken) return this.#open();
+    this.#token().then((token) => {  // a fresh token for every connect
+      if (turn !== this.#turn) return;  // given up meanwhile (connectTimeout, close())
+      if (token === null) this.#abort(1006, "getToken failed"); else this.#open(token);
+    });
+  }
+
+  #token() {  // the app's token; null when getToken threw or gave no string
+    const token = Promise.resolve().then(this.#options.getToken);
+    return token.then((t) => (typeof t === "string" && t ? t : null), () => null);
+  }
+
+  #open(token) {
     const url = new URL(this.#url);
     let params = this.#options.params;
     if (typeof params === "function") params = params();
+    const { epoch, offset } = this.#rooms.get(this.room) ?? {};  // where the URL room recovers
+    if (epoch !== undefined) params = { ...params, epoch, offset };
     for (const [key, value] of Object.entries(params ?? {})) url.searchParams.set(key, `${value}`);
-    const position = this.#rooms.get(this.room);
-    if (position) {
-      url.searchParams.set("epoch", position.epoch);
-      url.searchParams.set("offset", String(position.offset));
-    }
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
     let opened = false;
-    socket.onopen = () => { opened = true; };
+    // A token goes in the first frame, never in the URL (logs and proxies keep URLs).
+    socket.onopen = () => { opened = true; if (token) this.#send({ type: "connect", token }); };
     socket.onmessage = (event) => this.#receive(event.data);
     socket.onclose = (event) => this.#closed(event.code, event.reason, opened);
-    const giveUp = () => this.#abort(1006, "no welcome in time");
-    this.#timer = setTimeout(giveUp, this.#options.connectTimeout);
   }
 
   #receive(raw) {
@@ -405,13 +407,14 @@ export class WSClient {
     switch (frame.type) {
       case "welcome": return this.#welcome(frame);
       case "joined": return this.#serverJoined(frame, entry);
-      case "left": return this.#left(frame.room);
+      case "left": return this.#left(frame.room, frame.reason);
       case "message": return this.#message(frame);
       case "published": return this.#acked(frame);
       case "reset": return this.#reset(frame.room, frame, "reset");
       case "presence": return this.#snapshot(frame, entry);
       case "presence_diff": return this.#presence.get(frame.room)?.diff(frame);
       case "presence_stats": return this.#stats(frame, entry);
+      case "refreshed": return frame.id === this.#refreshId && this.#refreshed(frame.expires_in);
       case "error": return this.#error(frame, entry);
       default: return undefined;  // pong and future frame types: liveness only
     }
@@ -421,12 +424,13 @@ export class WSClient {
     clearTimeout(this.#timer);
     this.#state = "open";
     this.#connectionId = frame.connection_id;
-    this.#refusals = 0;
+    this.#refusals = this.#unauthorized = 0;
     this.#stableTimer = setTimeout(() => { this.#attempt = 0; }, this.#options.stableAfter);
-    const reconnected = this.#everConnected;
-    this.#emit("connected", { connectionId: frame.connection_id, reconnected });
+    const reconnected = this.#everConnected, expiresIn = frame.expires_in ?? null;
+    this.#emit("connected", { connectionId: frame.connection_id, reconnected, expiresIn });
     this.#everConnected = true;
     this.#beat();
+    this.#scheduleRefresh(expiresIn);
     this.#roomJoined(this.room, frame);
     for (const room of this.#rooms.keys()) if (room !== this.room) this.#sendJoin(room);
   }
@@ -448,11 +452,42 @@ export class WSClient {
     this.#roomJoined(frame.room, frame);
   }
 
-  #left(room) {  // our leave, or manager.leave() on the server
+  #left(room, reason) {  // our leave, manager.leave(), or a refreshed token that withdrew it
     this.#joined.delete(room);
     if (room !== this.room) this.#rooms.delete(room);
     this.#dropPresence(room);
-    this.#emit("left", { room });
+    this.#emit("left", { room, reason });
+  }
+
+  // Token refresh: at about 80 % of the token's life (with jitter) getToken is asked again
+  // and the new token sent on the open connection; a failure is retried with backoff while
+  // the token lasts (after it the server closes 4001, and the client reconnects).
+  #scheduleRefresh(expiresIn) {  // the welcome's or refreshed's expires_in (seconds)
+    if (!this.#options.getToken || typeof expiresIn !== "number") return;
+    this.#expiresAt = Date.now() + expiresIn * 1000;
+    this.#refreshTries = 0;
+    this.#refreshIn(Math.max(this.#options.backoffMin, expiresIn * (750 + 100 * Math.random())));
+  }
+
+  #refreshIn(delay) {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = setTimeout(async () => {
+      const turn = this.#turn, token = await this.#token();
+      if (turn !== this.#turn) return;  // that socket is gone: the next connect asks anew
+      if (!token) return this.#refreshFailed({ code: "get_token", detail: "getToken failed" });
+      this.#send({ type: "refresh", token, id: (this.#refreshId = this.#nextId++) });
+    }, delay);
+  }
+
+  #refreshed(expiresIn) {
+    this.#scheduleRefresh(expiresIn);
+    this.#emit("refreshed", { expiresIn: expiresIn ?? null });
+  }
+
+  #refreshFailed({ code, detail, id }) {  // a refused refresh, or getToken gave no token
+    const delay = this.#options.backoffMin + backoffDelay(this.#refreshTries++, this.#options);
+    if (Date.now() + delay < this.#expiresAt) this.#refreshIn(delay);
+    this.#emit("error", { code, detail, id, refresh: true });
   }
 
   #dropPresence(room) {  // no longer a member: its presence is not ours to follow
@@ -519,6 +554,7 @@ export class WSClient {
   }
 
   #error(frame, entry) {
+    if (frame.id === this.#refreshId) return this.#refreshFailed(frame);  // forbidden, unauthorized
     if (entry?.kind === "publish") {
       const fate = frame.code === "publish_failed" ? "unknown" : "not_delivered";
       return this.#settle(entry.id, new PublishError(frame.code, frame.detail, fate));
@@ -541,18 +577,12 @@ export class WSClient {
     for (const entry of this.#pending.values()) {
       if (entry.kind === "join" || entry.sent || !this.#joined.has(entry.room)) continue;
       entry.sent = true;
-      if (entry.kind === "publish") {
-        this.#send({ type: "publish", room: entry.room, data: entry.data, id: entry.id });
-      } else {
-        if (entry.type === "presence") this.#presence.get(entry.room)?.expect();
-        this.#send({ type: entry.type, room: entry.room, id: entry.id });
-      }
+      if (entry.type === "presence") this.#presence.get(entry.room)?.expect();
+      this.#send({ type: entry.type, room: entry.room, data: entry.data, id: entry.id });
     }
   }
 
-  #acked({ id, room, offset }) {
-    this.#settle(id, null, { room, offset });
-  }
+  #acked({ id, room, offset }) { this.#settle(id, null, { room, offset }); }
 
   #settle(id, error, value) {
     const entry = this.#pending.get(id);
@@ -602,8 +632,7 @@ export class WSClient {
   }
 
   #abort(code, reason) {  // a socket we give up on: do not wait for its close handshake
-    const socket = this.#detach();
-    socket?.close(1000, reason);
+    this.#detach()?.close(1000, reason);
     this.#closed(code, reason, false, true);
   }
 
@@ -611,7 +640,9 @@ export class WSClient {
     const socket = this.#socket;
     if (socket) socket.onopen = socket.onmessage = socket.onclose = null;
     this.#socket = null;
+    this.#turn += 1;
     clearTimeout(this.#timer); clearTimeout(this.#stableTimer); clearTimeout(this.#beatTimer);
+    clearTimeout(this.#refreshTimer);
     this.#pingAt = 0;
     this.#joined.clear();
     for (const entry of this.#pending.values()) {  // sent but not acknowledged: fate unknown
@@ -628,16 +659,14 @@ export class WSClient {
     if (!aborted) this.#detach();
     if (this.#state === "closed") return;
     const beforeOpen = code === 1006 && !welcomed && !opened && !aborted;
-    if (beforeOpen && await this.#refused()) {  // state stays "connecting" while we probe
-      this.#refusals += 1;
-      if (this.#refusals >= this.#options.refusedAfter) {
-        return this.#finish(1008, "handshake refused (the server answers HTTP)");
-      }
-    } else {
-      this.#refusals = 0;
+    const refused = beforeOpen && await this.#refused();  // "connecting" while we probe
+    this.#refusals = refused ? this.#refusals + 1 : 0;
+    if (refused && this.#refusals >= this.#options.refusedAfter) {
+      return this.#finish(1008, "handshake refused (the server answers HTTP)");
     }
     if (this.#state === "closed") return;  // close() during the probe
-    const reconnect = aborted || RECONNECT_CODES.includes(code);
+    const again = code === UNAUTHORIZED && this.#options.getToken && ++this.#unauthorized < 2;
+    const reconnect = aborted || again || RECONNECT_CODES.includes(code);  // again: a new token
     const delay = reconnect ? reconnectDelay(code, this.#attempt, this.#options) : 0;
     const attempt = this.#attempt;
     this.#emit("disconnected", { code, reason, reconnect, delay, attempt, wasConnected: welcomed });
@@ -649,25 +678,17 @@ export class WSClient {
 
   async #refused() {  // the server answered HTTP, so the failed handshake was a refusal
     if (this.#probe === false) return false;
-    try {
-      const signal = AbortSignal.timeout?.(3000);
-      const init = { method: "HEAD", mode: "no-cors", cache: "no-store", signal };
-      const response = await fetch(this.#probe, init);
-      return response.type === "opaque" || response.status < 500;
-    } catch {
-      return false;
-    }
+    const init = { method: "HEAD", mode: "no-cors", cache: "no-store" };
+    init.signal = AbortSignal.timeout?.(3000);
+    return fetch(this.#probe, init).then((r) => r.type === "opaque" || r.status < 500, () => false);
   }
 
   #finish(code, reason) {
     this.#detach();
-    clearTimeout(this.#timer);
     this.#state = "closed";
-    for (const entry of this.#pending.values()) {
-      const detail = `the client closed: ${reason}`;
-      const error = entry.kind === "request" ? new RequestError("closed", detail)
-        : notSent("closed", detail);
-      this.#settle(entry.id, error);
+    const detail = `the client closed: ${reason}`;
+    for (const { id, kind } of this.#pending.values()) {
+      this.#settle(id, (kind === "request" ? failed : notSent)("closed", detail));
     }
     for (const sync of this.#presence.values()) sync.stopTimer();
     globalThis.removeEventListener?.("online", this.#wake);
