@@ -31,7 +31,6 @@ from wsplugin.history import (
     History,
     HistoryMessage,
     HistoryPage,
-    HistoryRules,
     NoHistory,
     Position,
     check_since,
@@ -42,6 +41,7 @@ from wsplugin.types import ASGIMessage, Data
 
 if TYPE_CHECKING:
     from wsplugin.delivery.connection import Connection
+    from wsplugin.rooms.table import RoomTable
 
 
 class StreamsOwner(Protocol):
@@ -58,6 +58,9 @@ class StreamsOwner(Protocol):
 
     @property
     def tally(self) -> Tally: ...
+
+    @property
+    def room_table(self) -> RoomTable: ...
 
     def change_room(self, conn: Connection, room: str, *, joining: bool) -> Awaitable[bool]:
         """The bookkeeping step of a join or leave (hub, event, broker subscription)."""
@@ -218,8 +221,8 @@ class Streams:
 
     def __init__(self, owner: StreamsOwner) -> None:
         self.owner = owner
-        self.rules = HistoryRules(owner.settings.history)
-        self.active = bool(self.rules)
+        self.table = owner.room_table  # which rooms keep history: the one room table
+        self.active = self.table.keeps_history
         self.recoveries = Recoveries(owner.settings, owner.tally.recoveries)
         self.streams: dict[str, Stream] = {}
         self.store: HistoryStore | None = None
@@ -246,7 +249,7 @@ class Streams:
 
     def spec(self, room: str) -> History | None:
         """The history of ``room`` (one cached dict lookup), None for a plain room."""
-        return self.rules.get(room) if self.active else None
+        return self.table.options(room).history if self.active else None
 
     def stats(self) -> dict[str, int]:
         if not self.active:
