@@ -128,3 +128,15 @@ def _steps(a: Sequence[Token], b: Sequence[Token], i: int, j: int) -> list[tuple
 def all_overlap(globs: Sequence[str]) -> bool:
     """True unless two of ``globs`` can never match the same room (checked pairwise)."""
     return all(may_overlap(g, h) for k, g in enumerate(globs) for h in globs[k + 1:])
+
+
+def example_room(text: str) -> str | None:
+    """A room name every glob of ``text`` (globs joined by `` & ``) matches, or None."""
+    globs = [g for g in text.split(" & ") if g]
+    if not globs or globs == ["*"]:
+        return "lobby"
+    name = "".join("1" if t is None else min(t, key=lambda c: (not c.isalnum(), c)) if t else "?"
+                   for t in _tokens(globs[0]))
+    ok = ROOM_PATTERN.fullmatch(name) is not None and all(
+        fnmatch.fnmatchcase(name, g) for g in globs)
+    return name if ok else None
