@@ -65,11 +65,13 @@ class _Schemas:
         return copy.deepcopy(self.defs[name])
 
 
-def _message(frame: Frame, data: dict[str, Any] | None = None,
-             example_data: Any = None, model: str | None = None) -> dict[str, Any]:
+def _message(frame: Frame, data: dict[str, Any] | None = None, example_data: Any = None,
+             model: str | None = None, room: str | None = None) -> dict[str, Any]:
     example = dict(frame.example)
     if data is not None and "data" in example:
         example["data"] = example_data
+    if room is not None and "room" in example:
+        example["room"] = room
     typed = f" (data: {model})" if model else ""
     return {
         "name": frame.type,
@@ -91,6 +93,7 @@ def _room_examples(pattern: str) -> list[str]:
 def _channel(key: str, options: RoomOptions, address: str,
              schemas: _Schemas) -> dict[str, Any]:
     messages: dict[str, Any] = {}
+    examples = _room_examples(key)
     for frame in FRAMES:
         option = TYPED.get(frame.key)
         model = None if option is None else getattr(options, option)
@@ -99,10 +102,9 @@ def _channel(key: str, options: RoomOptions, address: str,
             continue
         schema = schemas.of(model, _MODES[option or ""])
         messages[frame.key] = _message(frame, schema, example_of(schema, schemas.defs),
-                                       model.__name__)
+                                       model.__name__, examples[0] if examples else None)
     which = "every room no other pattern matches" if key == "*" else f"rooms matching `{key}`"
     room: dict[str, Any] = {"description": f"The room: {which}"}
-    examples = _room_examples(key)
     if examples:
         room["examples"] = examples
     return {

@@ -110,17 +110,17 @@ def page_context(document: dict[str, Any], prefix: str) -> dict[str, Any]:
                   "example": _pretty(message["examples"][0]["payload"])}
                  for message in channel["messages"].values() if "$ref" not in message]
         options = {k: v for k, v in channel["x-wsplugin-options"].items() if v is not None}
-        channels.append({"key": key, "summary": channel["summary"],
+        channels.append({"key": key, "summary": channel["summary"].replace("`", ""),
                          "description": channel["description"],
-                         "options": [(k, _pretty(v) if isinstance(v, dict | list) else str(v))
-                                     for k, v in options.items()],
+                         "options": [(k, json.dumps(v)) for k, v in options.items()],
                          "examples": channel["parameters"]["room"].get("examples", []),
                          "typed": typed})
     frames = [{"key": f.key, "type": f.type, "direction": f.direction, "summary": f.summary,
                "replies": ", ".join(f.replies),
                "schema": _pretty(document["components"]["messages"][f.key]["payload"]),
                "example": _pretty(f.example)} for f in FRAMES]
-    return {"info": document["info"], "url": url, "channels": channels, "frames": frames,
+    info = {**document["info"], "description": document["info"]["description"].replace("`", "")}
+    return {"info": info, "url": url, "channels": channels, "frames": frames,
             "schemas": [(name, _pretty(schema))
                         for name, schema in document["components"]["schemas"].items()],
             "operations": len(document["operations"])}
