@@ -106,6 +106,8 @@ def test_each_pattern_is_a_channel_typed_by_its_models() -> None:
     assert orders["server.message"]["payload"]["properties"]["data"]["title"] == "Order"
     assert orders["client.publish"] == {"$ref": "#/components/messages/client.publish"}
     assert chat["x-wsplugin-options"]["max_message_bytes"] == 4096
+    assert doc["channels"]["dm-*"]["x-wsplugin-options"]["on_publish"] is True
+    assert "<locals>" not in json.dumps(doc)  # hooks by whether they are set, not by name
     example = chat["messages"]["client.publish"]["examples"][0]["payload"]
     assert ChatIn.model_validate(example["data"])  # the example fits the model
 

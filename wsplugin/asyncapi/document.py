@@ -115,14 +115,23 @@ def _channel(key: str, options: RoomOptions, address: str,
         "parameters": {"room": room},
         "messages": messages,
         "x-wsplugin-pattern": key,
-        "x-wsplugin-options": options.describe(),
+        "x-wsplugin-options": public_options(options),
     }
+
+
+def public_options(options: RoomOptions) -> dict[str, Any]:
+    """:meth:`RoomOptions.describe` for a public document: hooks only as whether one is set
+    (their names are the app's internals)."""
+    described = options.describe()
+    for hook in ("authorize", "on_publish"):
+        described[hook] = described[hook] is not None
+    return described
 
 
 def describe_options(options: RoomOptions) -> str:
     """What applies to a room, as one line of text."""
     parts = []
-    for name, value in options.describe().items():
+    for name, value in public_options(options).items():
         if value is None or value is False:
             continue
         parts.append(name if value is True else f"{name}: {value}")

@@ -109,7 +109,8 @@ def page_context(document: dict[str, Any], prefix: str) -> dict[str, Any]:
         typed = [{"title": message["title"], "schema": _pretty(message["payload"]),
                   "example": _pretty(message["examples"][0]["payload"])}
                  for message in channel["messages"].values() if "$ref" not in message]
-        options = {k: v for k, v in channel["x-wsplugin-options"].items() if v is not None}
+        options = {k: v for k, v in channel["x-wsplugin-options"].items()
+                   if k == "client_publish" or v not in (None, False)}
         channels.append({"key": key, "summary": channel["summary"].replace("`", ""),
                          "description": channel["description"],
                          "options": [(k, json.dumps(v)) for k, v in options.items()],
