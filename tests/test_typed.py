@@ -102,6 +102,8 @@ async def test_a_typed_handler_gets_a_model_and_members_receive_its_return_value
                 return None
             if msg.text == "bad":
                 raise ValueError("no bad words")
+            if msg.text == "broken":  # a model the handler builds does not validate
+                ChatOut.model_validate({"text": SECRET})
             return ChatOut(text=msg.text.upper(), user=conn.id[:4], at=AT)
 
         sender, sender_id = await open_client(server, "chat-1")
@@ -123,6 +125,10 @@ async def test_a_typed_handler_gets_a_model_and_members_receive_its_return_value
         rejected = await recv_type(sender, "error")
         assert (rejected["code"], rejected["detail"], rejected["id"]) == (
             "rejected", "no bad words", 3)
+        await send_json(sender, {"type": "publish", "data": {"text": "broken"}, "id": 4})
+        broken = await recv_type(sender, "error")
+        assert (broken["code"], broken["id"]) == ("rejected", 4)
+        assert broken["detail"] == "2 validation errors for ChatOut"  # no input value
         await send_json(member, {"type": "ping", "id": 9})  # the member got nothing else
         assert await recv_json(member) == {"type": "pong", "id": 9}
         await sender.close()

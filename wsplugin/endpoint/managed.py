@@ -224,6 +224,8 @@ class ManagedEndpoint:
         """An ``on_message`` hook or a typed handler: its result; ``ValueError`` rejects."""
         try:
             return await maybe_await(hook(conn, room, data))
+        except ValidationError as exc:  # its text holds input values: only the summary
+            raise ProtocolError(p.REJECTED, error_detail(exc)) from None
         except ValueError as exc:
             raise ProtocolError(p.REJECTED, str(exc) or "message rejected") from None
         except Exception as exc:
