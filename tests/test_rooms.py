@@ -216,6 +216,15 @@ def test_handler_contradictions_raise() -> None:
         m.on_publish("other-*")(lambda conn: None)
     assert m.room_options("chat-1").on_publish is None  # a refused handler left no trace
 
+    class Local(BaseModel):  # not visible to get_type_hints from the module
+        text: str
+
+    async def unresolved(conn: Any, room: str, msg: Local) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="does not resolve"):
+        m.on_publish("local-*")(unresolved)
+
 
 # ----------------------------------------------------------------------- settings
 def test_wsplugin_rooms_holds_the_json_options() -> None:

@@ -36,11 +36,15 @@ def handler_model(handler: PublishHandler) -> type[BaseModel] | None:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < 3:
         return None
+    parameter = positional[2]
     try:
-        hints = typing.get_type_hints(handler)
-    except Exception:  # an annotation that does not resolve: no model
-        return None
-    model = hints.get(positional[2].name)
+        model = typing.get_type_hints(handler).get(parameter.name)
+    except Exception as exc:  # e.g. a model defined in a function, named as a string
+        model = parameter.annotation
+        if isinstance(model, str):  # never guess: an unchecked model would validate nothing
+            raise TypeError(f"the annotation {model!r} of {parameter.name!r} in {handler!r} "
+                            f"does not resolve ({exc!r}); define the model where the "
+                            "handler's module can see it") from None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
