@@ -17,7 +17,14 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.testclient import TestClient
 
-from wsplugin import Connection, History, Presence, RoomOptions, install_ws_manager
+from wsplugin import (
+    Connection,
+    History,
+    Presence,
+    RoomOptions,
+    WebSocketManager,
+    install_ws_manager,
+)
 from wsplugin.asyncapi.frames import FRAMES
 
 HERE = Path(__file__).parent
@@ -181,7 +188,9 @@ def test_the_document_is_built_once_and_follows_a_new_handler() -> None:
     document(client)
     assert docs.endpoint.__self__._cached is cached  # type: ignore[attr-defined]
 
-    @app.state.ws_manager.on_publish("late-*")
+    manager: WebSocketManager = app.state.ws_manager
+
+    @manager.on_publish("late-*")
     def late(conn: Connection, room: str, msg: Order) -> Order:
         return msg
 

@@ -198,3 +198,16 @@ def test_an_unknown_keyword_of_install_is_a_type_error() -> None:
 
     with pytest.raises(TypeError, match="max_queue_msgs"):
         install_ws_manager(FastAPI(), max_queue_msgs=1)  # type: ignore[call-arg]
+
+
+def test_token_settings_defaults_environment_and_checks() -> None:
+    s = build_settings({}, env={})
+    assert (s.auth_timeout, s.refresh_grace, s.dependencies) == (5.0, 10.0, ())
+    s = build_settings({}, env={"WSPLUGIN_AUTH_TIMEOUT": "2.5", "WSPLUGIN_REFRESH_GRACE": "0"})
+    assert (s.auth_timeout, s.refresh_grace) == (2.5, 0.0)
+    with pytest.raises(ValueError, match="refresh_grace"):
+        build_settings({"refresh_grace": -1}, env={})
+    with pytest.raises(ValueError, match="auth_timeout"):
+        build_settings({"auth_timeout": 0}, env={})
+    with pytest.raises(ValueError, match="authenticate must be callable, a JWTAuth or None"):
+        build_settings({"authenticate": "secret"}, env={})

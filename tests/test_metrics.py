@@ -288,9 +288,14 @@ async def test_register_collector_in_the_apps_own_registry() -> None:
         ws, _ = await open_client(server, "lobby")
         await send_json(ws, {"type": "publish", "data": "hi"})
         await ws.recv()
-        # an exporter renders in its own thread (prometheus-fastapi-instrumentator does)
-        text = await asyncio.to_thread(_latest, registry)
-        samples = parse(text)
+        # an exporter renders in its own thread (prometheus-fastapi-instrumentator does);
+        # the latency is observed just after the write that the client read: poll for it
+        async def observed() -> bool:
+            samples = parse(await asyncio.to_thread(_latest, registry))
+            return value(samples, "wsplugin_delivery_seconds_count", source="local") == 1
+
+        await wait_until(observed, 5, "the delivery latency to be observed")
+        samples = parse(await asyncio.to_thread(_latest, registry))
         assert value(samples, "wsplugin_connections") == 1
         assert value(samples, "wsplugin_messages_in_total") == 1
         assert value(samples, "wsplugin_delivery_seconds_count", source="local") == 1

@@ -13,16 +13,16 @@ from wsplugin.protocol import CloseCode, ProtocolError
 def test_close_codes_are_the_documented_numbers() -> None:
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000, "GOING_AWAY": 1001, "POLICY": 1008, "TOO_BIG": 1009,
-        "INTERNAL": 1011, "SERVICE_RESTART": 1012, "KICKED": 4000, "TOO_SLOW": 4008,
-        "RATE_LIMITED": 4029,
+        "INTERNAL": 1011, "SERVICE_RESTART": 1012, "KICKED": 4000, "UNAUTHORIZED": 4001,
+        "FORBIDDEN": 4003, "TOO_SLOW": 4008, "RATE_LIMITED": 4029,
     }
 
 
 def test_error_words_are_stable() -> None:
     words = [p.BAD_JSON, p.UNKNOWN_TYPE, p.BAD_REQUEST, p.NOT_JOINED, p.FORBIDDEN,
-             p.BAD_ROOM, p.TOO_MANY_ROOMS, p.REJECTED]
+             p.BAD_ROOM, p.TOO_MANY_ROOMS, p.REJECTED, p.UNAUTHORIZED]
     assert words == ["bad_json", "unknown_type", "bad_request", "not_joined", "forbidden",
-                     "bad_room", "too_many_rooms", "rejected"]
+                     "bad_room", "too_many_rooms", "rejected", "unauthorized"]
 
 
 @pytest.mark.parametrize("room", ["a", "lobby", "A-Z_a.z:0-9", "x" * 128, "team:42.general"])

@@ -111,7 +111,7 @@ def test_a_pattern_authorize_overrides_the_global_one() -> None:
         return True
 
     def staff(identity: Any, room: str) -> bool:
-        return identity == "staff"
+        return bool(identity == "staff")
 
     m = manager(authorize=everyone, rooms={"admin-*": RoomOptions(authorize=staff)})
     assert m.room_options("admin-1").authorize is staff

@@ -19,7 +19,7 @@ from tests.support import ThreadServer
 from tests.test_admin_browser import OUTPUT, browser, pytestmark
 from tests.test_admin_charts import _login, watched_page
 from tests.ws_helpers import recv_json
-from wsplugin import Connection, History, Presence, RoomOptions
+from wsplugin import Connection, History, Presence, RoomOptions, WebSocketManager
 
 __all__ = ["browser", "pytestmark"]
 
@@ -52,8 +52,9 @@ def rooms() -> dict[str, RoomOptions]:
 @pytest.fixture
 def server() -> Iterator[ThreadServer]:
     app = create_app(rooms=rooms())
+    manager: WebSocketManager = app.state.ws_manager
 
-    @app.state.ws_manager.on_publish("dm-*")
+    @manager.on_publish("dm-*")
     async def dm(conn: Connection, room: str, msg: ChatIn) -> ChatOut | None:
         return None
 

@@ -1,5 +1,6 @@
 """wsplugin: one call turns a FastAPI/Starlette app into a production WebSocket server."""
 
+from wsplugin.auth.jwt_auth import JWTAuth  # PyJWT itself is imported by JWTAuth(...)
 from wsplugin.backends import Broker, BrokerError
 from wsplugin.config import Settings
 from wsplugin.delivery.connection import Connection
@@ -26,6 +27,7 @@ __all__ = [
     "History",
     "HistoryMessage",
     "HistoryPage",
+    "JWTAuth",
     "NoHistory",
     "Position",
     "Presence",

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+from fastapi.params import Depends
 from starlette.applications import Starlette
 
+from wsplugin.auth.tokens import TokenAuth
 from wsplugin.history import History, normalise_history, parse_history_env
 from wsplugin.presence import Presence, normalise_presence, parse_presence_env
 from wsplugin.rooms import RoomOptions, normalise_rooms, parse_rooms_env
@@ -126,6 +128,18 @@ def _is_hook(value: Any) -> bool:
     return value is None or callable(value)
 
 
+def _is_authenticate(value: Any) -> bool:
+    return value is None or callable(value) or isinstance(value, TokenAuth)
+
+
+def _is_dependency_list(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(d, Depends) for d in value)
+
+
+def _is_grace(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 def _is_rate(rate: Any) -> bool:
     return rate is None or (isinstance(rate, tuple) and len(rate) == 2
                             and _is_positive_int(rate[0]) and _is_positive_number(rate[1]))
@@ -222,9 +236,22 @@ class Settings:
     backend: str = setting(
         "memory://", doc="``memory://`` (one process) or ``redis://host:port/db``", env=str,
         check=_is_url, expect="must be a URL like 'memory://' or 'redis://host:6379/0'")
-    authenticate: AuthenticateHook | None = setting(
-        None, doc="``(websocket) -> identity | None``; None refuses the handshake",
-        check=_is_hook, expect="must be callable or None")
+    authenticate: AuthenticateHook | TokenAuth | None = setting(
+        None, doc="``(websocket) -> identity | None`` or any FastAPI dependency; None "
+        "refuses the handshake; or ``JWTAuth(...)``: signed connection tokens",
+        check=_is_authenticate, expect="must be callable, a JWTAuth or None")
+    dependencies: Sequence[Depends] = setting(
+        (), doc="``[Depends(...)]`` run on every managed handshake (as "
+        "``APIRouter(dependencies=...)``); one that raises refuses it",
+        normalise=_list_to_tuple, check=_is_dependency_list,
+        expect="must be a list of Depends(...)")
+    auth_timeout: float = _seconds(
+        5.0, "seconds a client has after the accept to send its ``connect`` token frame "
+        "(``JWTAuth``); then close 4001")
+    refresh_grace: float = setting(
+        10.0, doc="seconds after a token's ``exp`` before its connection is closed 4001 "
+        "``token expired`` without a ``refresh``", env=float, check=_is_grace,
+        expect="must be a number of seconds >= 0")
     authorize: AuthorizeHook | None = setting(
         None, doc="``(identity, room) -> bool`` for the URL room and every join",
         check=_is_hook, expect="must be callable or None")

@@ -13,7 +13,8 @@ import time
 from bisect import bisect_left
 from typing import Literal
 
-CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 4000, 4008, 4029)
+CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 4000, 4001, 4003, 4008,
+               4029)
 """The close codes counted one by one; every other code is counted as ``other``."""
 
 REFUSAL_REASONS = ("auth", "origin", "bad_room", "limit", "user_limit")

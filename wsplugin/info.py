@@ -24,6 +24,8 @@ class ConnectionInfo:
     user: str | None = None
     info: dict[str, Any] | None = None
     """The user's public ``info`` (see :class:`wsplugin.User`)."""
+    expires_at: float | None = None
+    """When the connection's token expires (unix time; ``None``: no token, or no ``exp``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -40,7 +40,8 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     manager = WebSocketManager(settings)
     app.state.ws_manager = manager
     app.router.routes.append(
-        WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager), name="wsplugin")
+        WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager, app),
+                       name="wsplugin")
     )
     app.router.routes.extend(client_routes(settings.prefix))  # the browser client
     app.router.routes.extend(asyncapi_routes(manager))  # AsyncAPI document and page

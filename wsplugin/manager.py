@@ -222,17 +222,19 @@ class WebSocketManager:
         identity: Identity = None,
         coalesce: bool = False,
         claim: Claim | None = None,
+        expires_at: float | None = None,
     ) -> Connection:
         """The one factory of connections: register an accepted websocket that the current
         task reads (the managed endpoint, or :meth:`connect`). Its writer is chosen here.
-        ``claim``: from :meth:`claim_slot` (its id becomes the connection's)."""
+        ``claim``: from :meth:`claim_slot` (its id becomes the connection's);
+        ``expires_at``: when its token expires (listings show it)."""
         remote, user_agent = _describe_client(websocket)
         user = user_of(identity, self.settings.max_user_info_bytes)  # BadUser (ValueError)
         connection_id = uuid.uuid4().hex if claim is None else claim.connection_id
         conn = Connection(
             self, connection_id, send, receive, identity=identity, user=user, remote=remote,
             user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
-            websocket=websocket,
+            websocket=websocket, expires_at=expires_at,
         )
         conn.bind_reader(asyncio.current_task())
         self.hub.add(conn)
@@ -245,6 +247,11 @@ class WebSocketManager:
                          detail=user_agent)
         self.broker.connection_opened(conn)
         return conn
+
+    def connection_changed(self, conn: Connection) -> None:
+        """What listings show of a local connection changed (a refreshed token's expiry):
+        the cluster registry records it again, in the background."""
+        self.broker.connection_changed(conn)
 
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
         """Called exactly once per connection by :meth:`Connection._finish`."""

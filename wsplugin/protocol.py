@@ -21,6 +21,8 @@ class CloseCode(IntEnum):
     INTERNAL = 1011
     SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
     KICKED = 4000
+    UNAUTHORIZED = 4001  # a connection token missing, invalid or expired; the reason says which
+    FORBIDDEN = 4003  # a token's user may not be here (its rooms, max_connections_per_user)
     TOO_SLOW = 4008
     RATE_LIMITED = 4029
 
@@ -40,6 +42,7 @@ BINARY_UNSUPPORTED = "binary_unsupported"
 INVALID = "invalid"  # data does not fit the room's publish model (pydantic's errors attached)
 TOO_BIG = "too_big"  # data larger than the room's max_message_bytes
 RATE_LIMITED = "rate_limited"  # over the room's rate_limit (per connection)
+UNAUTHORIZED = "unauthorized"  # a refresh token that is not valid (the detail says why)
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 

@@ -22,7 +22,7 @@ Identity: TypeAlias = Any
 """Whatever ``authenticate`` returns; shown as ``str(identity)`` in listings."""
 
 AuthenticateHook: TypeAlias = Callable[..., Any]
-"""``(websocket) -> identity | None``, sync or async."""
+"""``(websocket) -> identity | None``, sync or async, or any FastAPI dependency."""
 
 AuthorizeHook: TypeAlias = Callable[..., Any]
 """``(identity, room) -> bool``, sync or async."""

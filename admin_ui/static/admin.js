@@ -130,6 +130,7 @@
       cell(tr, c.remote);
       cell(tr, c.user_agent).className = "ua";
       cell(tr, clock(c.connected_at));
+      cell(tr, c.expires_at == null ? "–" : clock(c.expires_at)).className = "expires";
       [c.messages_in, c.messages_out, c.bytes_in, c.bytes_out, c.queue_depth, c.dropped]
         .forEach((n) => { cell(tr, number(n)).className = "num"; });
       return tr;

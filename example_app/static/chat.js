@@ -8,7 +8,8 @@ const CLOSE_TEXT = {
   1008: "refused by policy", 1009: "message too big", 1011: "server error",
   1012: "server restarting", 4000: "kicked", 4008: "too slow", 4029: "rate limited",
 };
-const state = { client: null, room: "", name: "", myId: "" };
+const state = { client: null, room: "", name: "", refresh: 0 };
+const REFRESH_AFTER_JOIN_MS = 1000;
 
 function setStatus(text, kind) {
   const el = $("status");
@@ -39,37 +40,50 @@ function setJoined(joined) {
   $("leave").disabled = !state.room;
 }
 
-async function refreshMembers() {
-  if (!state.room) return renderMembers([]);
-  try {
-    const response = await fetch("/api/rooms/" + encodeURIComponent(state.room) + "/members");
-    if (response.ok) renderMembers(await response.json());
-  } catch (err) {
-    // offline: the next presence message or reconnect refreshes the list
-  }
+const nameOf = (user, info) => (info && info.name) || user;
+
+function devices(connections) {
+  if (connections === undefined) return "";  // joined since the last snapshot: not known yet
+  if (connections === 0) return "reconnecting";  // missing since our reconnect, for a while
+  return connections === 1 ? "1 device" : connections + " devices";
 }
 
-function renderMembers(members) {
+// The member list is the client's synced presence: one entry per user (name), with their
+// connections (tabs, devices) as of the last snapshot. `users` null: too many to list.
+function renderMembers(presence) {
+  const users = (presence && presence.users) || {};
   const list = $("members");
   list.replaceChildren();
-  for (const member of members) {
+  const mine = (user) => (user === state.name ? 0 : 1);
+  const order = Object.keys(users).sort((a, b) => mine(a) - mine(b) || a.localeCompare(b));
+  for (const user of order) {
     const li = document.createElement("li");
-    li.textContent = member.identity === null ? "?" : String(member.identity);
-    if (member.id === state.myId) {
-      li.className = "me";
-      li.textContent += " (you)";
+    li.textContent = nameOf(user, users[user].info) + (user === state.name ? " (you)" : "");
+    if (user === state.name) li.className = "me";
+    const count = devices(users[user].connections);
+    if (count) {
+      const span = document.createElement("span");
+      span.className = "devices";
+      span.textContent = " · " + count;
+      li.appendChild(span);
     }
     list.appendChild(li);
   }
-  $("member-count").textContent = String(members.length);
+  const total = presence && presence.users === null ? presence.count.users : order.length;
+  $("member-count").textContent = String(total);
+}
+
+// Device counts come with snapshots only: ask for a fresh one once a burst of joins is over.
+function refreshSoon(client) {
+  clearTimeout(state.refresh);
+  state.refresh = setTimeout(() => {
+    if (client === state.client) client.refreshPresence(state.room).catch(() => {});
+  }, REFRESH_AFTER_JOIN_MS);
 }
 
 function onMessage(frame) {
   const data = frame.data;
-  if (data && data.kind === "presence") {
-    addLine("system", "", data.name + (data.event === "joined" ? " joined" : " left"));
-    refreshMembers();
-  } else if (data && data.kind === "announce") {
+  if (data && data.kind === "announce") {
     addLine("announce", "server", data.text !== undefined ? data.text : JSON.stringify(data.data));
   } else if (data && data.kind === "chat") {
     addLine("chat", data.name, data.text);
@@ -84,13 +98,17 @@ function connect() {
   });
   state.client = client;
   setStatus("connecting", "");
-  client.on("connected", (event) => {
-    state.myId = event.connectionId;
+  client.on("connected", () => {
     setStatus("online as " + state.name, "online");
     setJoined(true);
-    refreshMembers();
   });
   client.on("message", onMessage);
+  client.on("presence", renderMembers);
+  client.on("join", (event) => {
+    addLine("system", "", nameOf(event.user, event.info) + " joined");
+    refreshSoon(client);
+  });
+  client.on("leave", (event) => addLine("system", "", nameOf(event.user, event.info) + " left"));
   client.on("error", (event) => addLine("error", "", event.code + ": " + event.detail));
   client.on("reset", () => addLine("system", "", "Some messages were missed while offline"));
   client.on("disconnected", (event) => {
@@ -105,7 +123,7 @@ function connect() {
     if (event.code === 1008) addLine("system", "", "Refused: " + closeText(event));
     state.client = null;
     state.room = "";
-    renderMembers([]);
+    renderMembers(null);
     setJoined(false);
     setStatus("offline", event.code === 1000 ? "" : "error");
   });
@@ -123,7 +141,7 @@ function leave() {
   if (state.room) addLine("system", "", "You left " + state.room);
   state.room = "";
   $("room-title").textContent = "Not in a room";
-  renderMembers([]);
+  renderMembers(null);
   setJoined(false);
 }
 

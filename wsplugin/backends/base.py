@@ -125,6 +125,11 @@ class Broker(abc.ABC):
     def connection_opened(self, conn: LocalConnection) -> None:
         """A local connection opened: record it in the cluster registry, in the background."""
 
+    def connection_changed(self, conn: LocalConnection) -> None:
+        """What the registry shows of a local connection changed (a refreshed token's
+        expiry): record it again, in the background, as :meth:`connection_opened` does."""
+        self.connection_opened(conn)
+
     @abc.abstractmethod
     async def rooms_changed(self, conn: LocalConnection) -> None:
         """A local connection joined or left a room.

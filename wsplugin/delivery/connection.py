@@ -66,8 +66,9 @@ class Connection:
 
     It keeps the connection's identity and counters and coordinates the parts that change
     for other reasons: the writer (``frames``, how bytes reach the socket), the outbound
-    queue (``outbox``) and the reading side (``inbound``). Its 23 slots, more than the
-    ~15 we aim for, are: the identity read by hooks and the admin (9), its owner (the
+    queue (``outbox``) and the reading side (``inbound``). Its 24 slots, more than the
+    ~15 we aim for, are: the identity read by hooks and the admin (10, with the token's
+    ``expires_at``), its owner (the
     manager, through :class:`ConnectionOwner`) and the shared counters (2), the outbound
     counters and end state that every delivery reads or
     bumps (5: plain slots, so the hot path pays no extra indirection), the three parts,
@@ -86,6 +87,7 @@ class Connection:
         "connected_at",
         "counters",
         "dropped",
+        "expires_at",
         "frames",
         "id",
         "identity",
@@ -113,6 +115,7 @@ class Connection:
         user_agent: str = "",
         coalesce: bool = False,
         websocket: Any = None,
+        expires_at: float | None = None,
     ) -> None:
         settings = owner.settings
         self.owner = owner
@@ -125,6 +128,7 @@ class Connection:
         self.user_agent = user_agent
         self.coalesce = coalesce
         self.connected_at = time.time()
+        self.expires_at = expires_at  # the token's exp (unix time), shown to operators
         self.rooms: set[str] = set()
         self.messages_out = self.bytes_out = self.dropped = 0
         self.closed = False
@@ -426,6 +430,7 @@ class Connection:
             node=self.owner.node_id,
             user=self.user_id,
             info=None if self.user is None else self.user.info,
+            expires_at=self.expires_at,
         )
 
 

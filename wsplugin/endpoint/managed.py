@@ -16,12 +16,24 @@ from starlette.websockets import WebSocket
 
 from wsplugin import protocol as p
 from wsplugin._utils import maybe_await
+from wsplugin.auth.tokens import Grant, TokenAuth, TokenError
 from wsplugin.backends.history_store import PublishDone
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
+from wsplugin.endpoint.authenticate import Authenticator, Refused
 from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
 from wsplugin.endpoint.positions import command_position, query_position
 from wsplugin.endpoint.shutdown import abandon_later, going_away
+from wsplugin.endpoint.tokens import (
+    TOKEN_QUERY,
+    ClientGone,
+    TokenSession,
+    bearer_token,
+    expiry_fields,
+    receive_connect,
+    verify,
+)
+from wsplugin.endpoint.user_route import USER_LIMIT_REASON
 from wsplugin.history import Position
 from wsplugin.manager import WebSocketManager
 from wsplugin.protocol import (
@@ -45,32 +57,55 @@ class HookFailed(Exception):
 
 
 class ManagedEndpoint:
-    """The ASGI app behind ``WebSocketRoute(prefix + "/{room}")``."""
+    """The ASGI app behind ``WebSocketRoute(prefix + "/{room}")``.
 
-    def __init__(self, manager: WebSocketManager) -> None:
+    ``app``: where ``dependency_overrides`` are looked up (a FastAPI app), if anywhere.
+    """
+
+    def __init__(self, manager: WebSocketManager, app: Any = None) -> None:
         self.manager = manager
-        self._trusted_proxies = TrustedProxies(manager.settings.forwarded_allow_ips)
+        settings = manager.settings
+        self._trusted_proxies = TrustedProxies(settings.forwarded_allow_ips)
+        hook = settings.authenticate
+        self._tokens = hook if isinstance(hook, TokenAuth) else None
+        self._authenticator = Authenticator(
+            None if isinstance(hook, TokenAuth) else hook, settings.dependencies,
+            f"{settings.prefix}/{{room}}",
+            app if hasattr(app, "dependency_overrides") else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
         room = str(scope.get("path_params", {}).get("room", ""))
         identity = await self._handshake(websocket, room)
-        claim = None if identity is _REFUSED else await self.manager.claim_slot(identity)
-        if claim is None:  # refused (counted by reason), or at max_connections_per_user
+        if isinstance(identity, Refused):
+            await websocket.close(identity.code, identity.reason)  # before accept: HTTP 403
+            return
+        if self._tokens is not None:
+            await self._token_handshake(websocket, send, receive, room, self._tokens)
+            return
+        claim = await self.manager.claim_slot(identity)
+        if claim is None:  # at max_connections_per_user (counted)
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
             return
+        await self._accept_and_serve(websocket, send, receive, room, identity, claim)
+
+    async def _accept_and_serve(
+        self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
+        claim: Claim, grant: Grant | None = None,
+    ) -> None:
         try:
             await websocket.accept()
             try:
                 await self.manager.start()
-                await self._serve(websocket, send, receive, room, identity, claim)
+                await self._serve(websocket, send, receive, room, identity, claim, grant)
             finally:  # a peer that stopped reading must not hold the server's shutdown open
-                abandon_later(scope)
+                abandon_later(websocket.scope)
         finally:
             self.manager.release_slot(claim)  # a no-op once its connection opened
 
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
-        """The identity, or ``_REFUSED`` (origin, room name, authenticate, authorize)."""
+        """The identity, or :class:`Refused` (origin, room name, a token in the URL, the
+        dependencies, authenticate, authorize), counted by reason."""
         settings = self.manager.settings
         if not origin_allowed(websocket.scope, settings.allowed_origins, self._trusted_proxies):
             logger.info("wsplugin: refused handshake from origin %r",
@@ -78,16 +113,23 @@ class ManagedEndpoint:
             return self._refused("origin")
         if not p.is_valid_room(room):
             return self._refused("bad_room")
-        identity: Any = None
+        if self._tokens is not None and TOKEN_QUERY in websocket.query_params:
+            logger.info("wsplugin: refused a handshake with a token in its URL: tokens go in "
+                        "the connect frame or an Authorization header, never in URLs")
+            return self._refused("auth")
         try:
-            if settings.authenticate is not None:
-                identity = await maybe_await(settings.authenticate(websocket))
-                if identity is None:
-                    return self._refused("auth")
-            authorize = self.manager.room_table.options(room).authorize
-            if authorize is not None and not await maybe_await(authorize(identity, room)):
+            identity = await self._authenticator.identity(websocket)
+            if self._tokens is not None:
+                return None  # the token says who it is, after this
+            if settings.authenticate is not None and identity is None:
+                return self._refused("auth")
+            if not await self._authorized(identity, room):
                 return self._refused("auth")
             user_of(identity, settings.max_user_info_bytes)
+        except Refused as exc:
+            logger.info("wsplugin: handshake refused: %s", exc)
+            self.manager.tally.refuse("auth")
+            return exc
         except BadUser as exc:
             logger.warning("wsplugin: handshake refused: %s", exc)
             return self._refused("auth")
@@ -96,22 +138,110 @@ class ManagedEndpoint:
             return self._refused("auth")
         return identity
 
-    def _refused(self, reason: RefusalReason) -> Any:
+    def _refused(self, reason: RefusalReason) -> Refused:
         self.manager.tally.refuse(reason)  # metrics: refusals by reason
-        return _REFUSED
+        return Refused(reason)
 
+    # ------------------------------------------------------------------ tokens
+    async def _token_handshake(
+        self, websocket: WebSocket, send: Send, receive: Receive, room: str, auth: TokenAuth,
+    ) -> None:
+        """A token in an ``Authorization`` header is checked before the accept (a bad one
+        is accepted, then closed 4001: only a close frame carries a reason); otherwise the
+        socket is accepted and the ``connect`` frame awaited."""
+        token = bearer_token(websocket.headers)
+        if token is None:
+            await self._in_band(websocket, send, receive, room, auth)
+            return
+        try:
+            grant = await self._verify(auth, token)
+        except TokenError as exc:
+            await websocket.accept()
+            try:
+                await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
+            finally:
+                abandon_later(websocket.scope)
+            return
+        claim = await self._admit(grant, room)
+        if isinstance(claim, str):
+            await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
+            return
+        await self._accept_and_serve(websocket, send, receive, room, grant.user, claim, grant)
+
+    async def _in_band(
+        self, websocket: WebSocket, send: Send, receive: Receive, room: str, auth: TokenAuth,
+    ) -> None:
+        """Accept, then nothing but ``{"type":"connect","token":...}`` within
+        ``auth_timeout``; a refusal that needs the token's user closes 4003."""
+        settings = self.manager.settings
+        await websocket.accept()
+        try:
+            try:
+                token = await receive_connect(receive, settings.auth_timeout,
+                                              settings.max_message_bytes)
+                grant = await self._verify(auth, token)
+            except ClientGone:
+                return
+            except TokenError as exc:
+                await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
+                return
+            claim = await self._admit(grant, room)
+            if isinstance(claim, str):  # the refusal's reason
+                await self._close_refused(websocket, CloseCode.FORBIDDEN, claim, counted=True)
+                return
+            try:
+                await self.manager.start()
+                await self._serve(websocket, send, receive, room, grant.user, claim, grant)
+            finally:
+                self.manager.release_slot(claim)  # a no-op once its connection opened
+        finally:  # a peer that stopped reading must not hold the server's shutdown open
+            abandon_later(websocket.scope)
+
+    async def _verify(self, auth: TokenAuth, token: str) -> Grant:
+        try:
+            return await verify(auth, token, self.manager.settings.max_user_info_bytes)
+        except TokenError as exc:
+            logger.info("wsplugin: token refused: %s", exc.reason)
+            raise
+
+    async def _admit(self, grant: Grant, room: str) -> Claim | str:
+        """The token's user may be in ``room`` (its ``rooms`` and ``authorize``) and has a
+        free slot (``max_connections_per_user``): the claim, else why not (counted)."""
+        if not grant.allows(room) or not await self._authorized(grant.user, room):
+            self.manager.tally.refuse("auth")
+            return ROOM_REFUSED
+        claim = await self.manager.claim_slot(grant.user)  # a refusal is counted there
+        return USER_LIMIT_REASON if claim is None else claim
+
+    async def _close_refused(self, websocket: WebSocket, code: int, reason: str, *,
+                             counted: bool = False) -> None:
+        """Close an accepted socket whose handshake failed (counted as ``auth`` unless
+        already counted); a client already gone is not an error."""
+        if not counted:
+            self.manager.tally.refuse("auth")
+        try:
+            await websocket.close(code, reason)
+        except Exception as exc:  # the client went away meanwhile
+            logger.debug("wsplugin: close %d not sent: %r", code, exc)
+
+    # ------------------------------------------------------------------ serving
     async def _serve(
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
-        claim: Claim,
+        claim: Claim, grant: Grant | None,
     ) -> None:
         coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
-        conn = self.manager.open_connection(websocket, send, receive, identity=identity,
-                                            coalesce=coalesce, claim=claim)
+        conn = self.manager.open_connection(
+            websocket, send, receive, identity=identity, coalesce=coalesce, claim=claim,
+            expires_at=None if grant is None else grant.expires_at)
+        session = None if grant is None else TokenSession(
+            conn, grant, self.manager.settings.refresh_grace)
         try:
             welcome = {"type": "welcome", "connection_id": conn.id, "rooms": [room]}
+            if grant is not None:
+                welcome.update(expiry_fields(grant))
             await self.manager.add_member(conn, room, reply=welcome, first=True,
                                           position=query_position(websocket.query_params))
-            await self._read_loop(conn, room)
+            await self._read_loop(conn, room, session)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
             await going_away(conn, websocket.scope)
             raise
@@ -122,10 +252,13 @@ class ManagedEndpoint:
             logger.exception("wsplugin: error while serving %s", conn.id)
             await conn.aclose(CloseCode.INTERNAL, "internal error")
         finally:
+            if session is not None:
+                session.cancel()
             if not conn.closed:  # cancelled (server shutdown): clean up all the same
                 conn.disconnected(1006)
 
-    async def _read_loop(self, conn: Connection, room: str) -> None:
+    async def _read_loop(self, conn: Connection, room: str,
+                         session: TokenSession | None) -> None:
         while True:
             frame = await conn.receive()
             if frame is None:
@@ -137,23 +270,29 @@ class ManagedEndpoint:
                                         "send JSON text frames")
                 command = p.parse_command(frame)
                 command_id = command.get("id")
-                await self._dispatch(conn, room, command)
+                await self._dispatch(conn, room, command, session)
             except ProtocolError as exc:
                 command_id = command_id if command_id is not None else exc.command_id
                 conn.deliver_text(error_frame(exc.code, exc.detail, command_id))
 
-    async def _dispatch(self, conn: Connection, room: str, command: dict[str, Any]) -> None:
+    async def _dispatch(self, conn: Connection, room: str, command: dict[str, Any],
+                        session: TokenSession | None) -> None:
         kind = command["type"]
         if kind == "publish":
             await self._publish(conn, room, command)
         elif kind == "join":
-            await self._join(conn, command)
+            await self._join(conn, command, session)
         elif kind == "leave":
             await self._leave(conn, command)
         elif kind == "ping":
             conn.deliver_text(reply("pong", command.get("id")))
         elif kind in ("presence", "presence_stats"):
             await self._presence(conn, room, command)
+        elif kind == "refresh" and session is not None:
+            await self._refresh(conn, command, session)
+        elif kind == "connect" and session is not None:
+            raise ProtocolError(p.BAD_REQUEST, "already connected; send a refresh with a "
+                                "new token")
         else:
             raise ProtocolError(p.UNKNOWN_TYPE, f"unknown command type {kind!r}; expected "
                                 "publish, join, leave, ping, presence or presence_stats")
@@ -231,29 +370,57 @@ class ManagedEndpoint:
         except Exception as exc:
             raise HookFailed() from exc
 
-    async def _join(self, conn: Connection, command: dict[str, Any]) -> None:
+    async def _join(self, conn: Connection, command: dict[str, Any],
+                    session: TokenSession | None) -> None:
         room = check_room(_required(command, "room"))
         settings = self.manager.settings
         if room not in conn.rooms:
             if len(conn.rooms) >= settings.max_rooms_per_connection:
                 raise ProtocolError(p.TOO_MANY_ROOMS, f"at most "
                                     f"{settings.max_rooms_per_connection} rooms per connection")
-            if not await self._authorized(conn, room):
+            if (session is not None and not session.grant.allows(room)) \
+                    or not await self._authorized(conn.identity, room):
                 raise ProtocolError(p.FORBIDDEN, f"not allowed to join {room!r}")
         head: dict[str, Any] = {"type": "joined", "room": room}
         if command.get("id") is not None:
             head["id"] = command["id"]
         await self.manager.add_member(conn, room, reply=head, position=command_position(command))
 
-    async def _authorized(self, conn: Connection, room: str) -> bool:
+    async def _authorized(self, identity: Any, room: str) -> bool:
+        """What ``authorize(identity, room)`` says (no hook: yes; it raised: no)."""
         hook = self.manager.room_table.options(room).authorize  # the room's, or the global
         if hook is None:
             return True
         try:
-            return bool(await maybe_await(hook(conn.identity, room)))
+            return bool(await maybe_await(hook(identity, room)))
         except Exception as exc:
             logger.info("wsplugin: authorize hook refused %s: %r", room, exc)
             return False
+
+    async def _refresh(self, conn: Connection, command: dict[str, Any],
+                       session: TokenSession) -> None:
+        """A new token for the same user: its expiry replaces the old one; rooms it no longer
+        allows are left (``left`` with ``reason: forbidden``); then ``refreshed``. A token
+        that fails leaves everything as it was."""
+        token = command.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError(p.BAD_REQUEST, "refresh needs a 'token' string")
+        assert self._tokens is not None
+        try:
+            grant = await self._verify(self._tokens, token)
+        except TokenError as exc:
+            raise ProtocolError(p.UNAUTHORIZED, exc.reason) from None
+        if grant.user.id != session.grant.user.id:
+            raise ProtocolError(p.FORBIDDEN, "the token is for another user (its sub)")
+        if conn.closed:
+            return
+        withdrawn = session.withdrawn(grant)
+        session.replace(grant)
+        self.manager.connection_changed(conn)  # the registry shows the new expiry
+        for room in withdrawn:
+            await self.manager.remove_member(
+                conn, room, reply={"type": "left", "room": room, "reason": "forbidden"})
+        conn.deliver_text(reply("refreshed", command.get("id"), **expiry_fields(grant)))
 
     async def _presence(self, conn: Connection, default_room: str,
                         command: dict[str, Any]) -> None:
@@ -305,5 +472,5 @@ def _required(command: dict[str, Any], name: str) -> Any:
         raise ProtocolError(p.BAD_REQUEST, f"{command['type']} needs {name!r}")
     return command[name]
 
-
-_REFUSED: Any = object()
+ROOM_REFUSED = "room not allowed"
+"""The reason of a 4003 close: the token (its ``rooms``) or ``authorize`` refused the room."""

@@ -22,11 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from wsplugin.backends.base import Broker, BrokerError
+from wsplugin.backends.base import BrokerError
 from wsplugin.backends.history_store import Entry, HistoryStore, PublishDone
-from wsplugin.config import Settings
-from wsplugin.counters import Tally
-from wsplugin.delivery.hub import Hub
 from wsplugin.history import (
     History,
     HistoryMessage,
@@ -36,31 +33,16 @@ from wsplugin.history import (
     check_since,
 )
 from wsplugin.history.recovery import Recoveries
+from wsplugin.node_parts import NodeParts
 from wsplugin.protocol import encode_head, encode_json, reply, text_message
 from wsplugin.types import ASGIMessage, Data
 
 if TYPE_CHECKING:
     from wsplugin.delivery.connection import Connection
-    from wsplugin.rooms.table import RoomTable
 
 
-class StreamsOwner(Protocol):
+class StreamsOwner(NodeParts, Protocol):
     """What the history rooms use of the manager."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def hub(self) -> Hub[Connection]: ...
-
-    @property
-    def broker(self) -> Broker: ...
-
-    @property
-    def tally(self) -> Tally: ...
-
-    @property
-    def room_table(self) -> RoomTable: ...
 
     def change_room(self, conn: Connection, room: str, *, joining: bool) -> Awaitable[bool]:
         """The bookkeeping step of a join or leave (hub, event, broker subscription)."""

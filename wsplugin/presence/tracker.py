@@ -17,20 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from wsplugin.backends.presence_store import Change, Info, PresenceStore
+from wsplugin.node_parts import NodeParts
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.protocol import encode_json, text_message
 
 if TYPE_CHECKING:
-    from wsplugin.backends.base import Broker
-    from wsplugin.config import Settings
-    from wsplugin.counters import Counters
     from wsplugin.delivery.connection import Connection
-    from wsplugin.delivery.hub import Hub
-    from wsplugin.events import EventBus
-    from wsplugin.rooms.table import RoomTable
 
 logger = logging.getLogger("wsplugin")
 
@@ -38,26 +33,8 @@ SWEEP_SLACK = 0.05
 """Seconds added to a grace period before its sweep (clocks and timers are not exact)."""
 
 
-class TrackerOwner(Protocol):
-    """What presence uses of the manager."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def hub(self) -> Hub[Connection]: ...
-
-    @property
-    def broker(self) -> Broker: ...
-
-    @property
-    def events(self) -> EventBus: ...
-
-    @property
-    def counters(self) -> Counters: ...
-
-    @property
-    def room_table(self) -> RoomTable: ...
+TrackerOwner = NodeParts
+"""What presence uses of the manager: only its parts."""
 
 
 class _Diff:

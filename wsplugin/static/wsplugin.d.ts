@@ -32,6 +32,9 @@ export interface WSClientOptions {
   probe?: string | false;
   /** Consecutive refused handshakes that end the client with `closed` 1008 (default 2). */
   refusedAfter?: number;
+  /** ms a user missing from a presence room's first snapshot after a reconnect is kept
+   * (with `connections: 0`) in case they are reconnecting too; then `leave` (default 10000). */
+  presenceGrace?: number;
 }
 
 export const DEFAULTS: Readonly<Required<Omit<WSClientOptions, "probe">>> & { probe: undefined };
@@ -39,6 +42,35 @@ export const DEFAULTS: Readonly<Required<Omit<WSClientOptions, "probe">>> & { pr
 export interface Position {
   epoch: string;
   offset: number;
+}
+
+/** One user online in a presence room, as this client sees it. */
+export interface PresenceUser {
+  /** The user's public info (`User.info` on the server), read-only; null when none. */
+  readonly info: Readonly<Record<string, unknown>> | null;
+  /** Their connections to the room as of the last snapshot. Absent for a user who joined
+   * since (diffs carry no counts: `refreshPresence` asks again); 0 for a user missing since
+   * a reconnect, kept for `presenceGrace` in case they come back. */
+  connections?: number;
+}
+
+/** A presence room's users: user id -> their entry. A fresh object at each call. */
+export type PresenceUsers = Record<string, PresenceUser>;
+
+/** A presence room's counts as of its last snapshot. */
+export interface PresenceCount {
+  users: number;
+  connections: number;
+}
+
+export interface PresenceDetail {
+  room: string;
+  /** The whole state; null when the last snapshot was truncated (over the room's
+   * `max_list`): then only `count` is known. */
+  users: PresenceUsers | null;
+  /** The counts of the last snapshot (not updated by diffs). */
+  count: PresenceCount;
+  truncated: boolean;
 }
 
 export interface WSClientEvents {
@@ -54,7 +86,15 @@ export interface WSClientEvents {
     wasConnected: boolean;
   };
   /** A message of a room; `offset` in history rooms. Each offset is delivered once. */
-  message: { room: string; data: unknown; sender: string | null; offset?: number };
+  message: {
+    room: string;
+    data: unknown;
+    /** The publishing connection's id; null for a message from the server. */
+    sender: string | null;
+    /** The publishing client's user id, when it has one. */
+    user: string | null;
+    offset?: number;
+  };
   /** A binary frame (from `manager.broadcast(room, bytes)`): no room on the wire. */
   binary: { data: ArrayBuffer };
   /** A room was (re)joined; history rooms carry their position. */
@@ -69,15 +109,27 @@ export interface WSClientEvents {
   error: { code: string; detail: string; id?: unknown; room?: string };
   /** Terminal: kicked (4000), refused (1008), another non-reconnect code, or `close()`. */
   closed: { code: number; reason: string };
+  /** A presence room's state changed: its first snapshot, any later one, a diff that changed
+   * something, the end of a reconnect's grace. After the `join`/`leave` events it explains. */
+  presence: PresenceDetail;
+  /** A user came online in a presence room (their first connection; not for the users of
+   * the first snapshot after a join, nor for users who stayed across a reconnect). */
+  join: { room: string; user: string; info: PresenceUser["info"] };
+  /** A user went offline in a presence room (their last connection, after the server's grace). */
+  leave: { room: string; user: string; info: PresenceUser["info"] };
 }
 
 export type WSClientState = "connecting" | "open" | "waiting" | "closed";
 
-/** Why a publish was rejected. `fate`: "not_delivered" (never sent, or refused by the
- * server) or "unknown" (sent, but the acknowledgement never came). */
-export class PublishError extends Error {
+/** Why a request was rejected: `not_joined`, `no_presence`, `timeout`, `closed`... */
+export class RequestError extends Error {
   readonly code: string;
   readonly detail: string;
+}
+
+/** Why a publish was rejected. `fate`: "not_delivered" (never sent, or refused by the
+ * server) or "unknown" (sent, but the acknowledgement never came). */
+export class PublishError extends RequestError {
   readonly fate: "not_delivered" | "unknown";
 }
 
@@ -103,6 +155,20 @@ export class WSClient {
     options?: { timeout?: number },
   ): Promise<{ room: string; offset: number | null }>;
   join(room: string): Promise<WSClientEvents["joined"]>;
+  /** Who is online in a presence room (`undefined`: the URL room): a fresh object, or null
+   * when it is not a presence room, has no snapshot yet, or its snapshot was truncated. */
+  presence(room?: string): PresenceUsers | null;
+  /** The counts of a presence room's last snapshot, or null before one. */
+  presenceCount(room?: string): (PresenceCount & { truncated: boolean }) | null;
+  /** The room's counts now, asked of the server (a member's `presence_stats` command). Sent
+   * once the room is joined, again after a reconnect; rejects with a `RequestError`. */
+  presenceStats(
+    room?: string,
+    options?: { timeout?: number },
+  ): Promise<{ room: string; users: number; connections: number }>;
+  /** A fresh snapshot (the `presence` command): applied like any snapshot (events for what
+   * changed), then resolved with the `presence` detail; rejects with a `RequestError`. */
+  refreshPresence(room?: string, options?: { timeout?: number }): Promise<PresenceDetail>;
   leave(room: string): void;
   close(code?: number, reason?: string): void;
 }
