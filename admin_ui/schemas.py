@@ -64,6 +64,9 @@ class RoomDetail(Room):
     connections: ConnectionPage
     history: bool = Field(False, description="The room keeps history: its /history answers")
     presence: bool = Field(False, description="The room tracks presence: its /presence answers")
+    options: dict[str, Any] | None = Field(
+        None, description="What applies to the room (manager.room_options): who may publish, "
+        "history, presence, models and hooks by name, per-room limits")
 
 
 class OnlineUser(BaseModel):

@@ -91,7 +91,10 @@ async def room_detail(
     keeps_history = streams is not None and streams.spec(room) is not None
     tracker = getattr(ctx.manager, "tracker", None)  # nor presence
     tracks = tracker is not None and tracker.spec(room) is not None
-    return {**rows[0], "connections": members, "history": keeps_history, "presence": tracks}
+    room_options = getattr(ctx.manager, "room_options", None)  # nor a room table
+    options = None if room_options is None else room_options(room).describe()
+    return {**rows[0], "connections": members, "history": keeps_history, "presence": tracks,
+            "options": options}
 
 
 async def room_presence(ctx: AdminContext, room: str, limit: int) -> dict[str, Any] | None:

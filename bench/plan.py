@@ -46,6 +46,9 @@ SERVERS: dict[str, ServerSpec] = {
     # Not in the default set: presence configured for other rooms (a plain room pays nothing).
     "wsplugin_other_presence": ServerSpec("wsplugin_server.py", "envelope",
                                           args=("--other-presence",)),
+    # Not in the default set: typed messages in the benchmark's room (a small pydantic model
+    # validates each client publish and types what members receive): the cost of validation.
+    "wsplugin_typed": ServerSpec("wsplugin_server.py", "envelope", args=("--typed",)),
 }
 DEFAULT_SERVERS = ("raw", "naive", "naive_envelope", "wsplugin", "wsplugin_batch")
 BASELINE = "raw"

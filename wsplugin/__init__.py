@@ -13,6 +13,7 @@ from wsplugin.install import install_ws_manager
 from wsplugin.manager import WebSocketManager
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.protocol import CloseCode
+from wsplugin.rooms import RoomOptions
 from wsplugin.users import User, UserLimitReached
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Position",
     "Presence",
     "PresenceStats",
+    "RoomOptions",
     "Settings",
     "User",
     "UserConnection",

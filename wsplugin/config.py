@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from wsplugin.auth.tokens import TokenAuth
 from wsplugin.history import History, normalise_history, parse_history_env
 from wsplugin.presence import Presence, normalise_presence, parse_presence_env
+from wsplugin.rooms import RoomOptions, normalise_rooms, parse_rooms_env
 from wsplugin.types import AuthenticateHook, AuthorizeHook, MessageHook
 
 SlowConsumerPolicy = Literal["close", "drop_oldest"]
@@ -112,6 +113,11 @@ def _is_prefix(value: Any) -> bool:
 
 def _is_optional_path(value: Any) -> bool:
     return value is None or (_is_prefix(value) and value != "/")
+
+
+def _is_asyncapi_url(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and _is_optional_path(
+        value.replace("{prefix}", "/ws")))
 
 
 def _is_url(value: Any) -> bool:
@@ -320,6 +326,15 @@ class Settings:
         "auto", doc="shared permessage-deflate where negotiated; ``False``: plain frames",
         env=_parse_auto_or_bool, check=_one_of("auto", True, False),
         expect="must be 'auto', True or False")
+    rooms: Mapping[str, RoomOptions] = setting(
+        doc="room glob -> ``RoomOptions(...)``: what applies to matching rooms, the first "
+        "matching pattern in order (the variable holds JSON)", factory=dict,
+        env=parse_rooms_env, normalise=normalise_rooms)
+    asyncapi_url: str | None = setting(
+        "{prefix}-asyncapi.json", doc="the AsyncAPI document of the endpoint (the page: "
+        "``{prefix}-docs``); ``{prefix}`` stands for the prefix; None turns both off",
+        env=_parse_optional_path, check=_is_asyncapi_url,
+        expect="must be None or a path like '{prefix}-asyncapi.json' or '/asyncapi.json'")
     metrics_path: str | None = setting(
         None, doc="Prometheus metrics (``wsplugin[metrics]``) at this path; None: off",
         env=_parse_optional_path, check=_is_optional_path,

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from wsplugin.asyncapi.routes import asyncapi_routes
 from wsplugin.client_script import client_routes
 from wsplugin.config import build_settings, settings_keywords
 from wsplugin.delivery.uvicorn_writer import capture_server_send
@@ -43,6 +44,7 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
                        name="wsplugin")
     )
     app.router.routes.extend(client_routes(settings.prefix))  # the browser client
+    app.router.routes.extend(asyncapi_routes(manager))  # AsyncAPI document and page
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
     if settings.metrics_path is not None:  # Prometheus, optional extra wsplugin[metrics]

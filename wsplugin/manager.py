@@ -12,9 +12,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
@@ -32,6 +33,10 @@ from wsplugin.info import ConnectionInfo
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.presence.tracker import Tracker
 from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
+from wsplugin.rooms import PublishHandler, RoomOptions
+from wsplugin.rooms.rates import RoomRates
+from wsplugin.rooms.table import RoomTable
+from wsplugin.rooms.typed import wire_data
 from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_slots import Claim, UserSlots
 from wsplugin.users import user_of
@@ -40,6 +45,7 @@ from wsplugin.workers import warn_if_memory_shared
 logger = logging.getLogger("wsplugin")
 
 T = TypeVar("T")
+H = TypeVar("H", bound=PublishHandler)
 RoomOp = Literal["join", "leave"]
 _NO_ONE: frozenset[str] = frozenset()
 
@@ -93,6 +99,8 @@ class WebSocketManager:
         self._last_publish_warning = 0.0
         self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
         self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
+        self.room_table = RoomTable(self.settings)  # what applies to each room
+        self.room_rates = RoomRates()  # per-room publish rates, per connection
         self.streams = Streams(self)
         self.tracker = Tracker(self)  # presence rooms
 
@@ -248,6 +256,7 @@ class WebSocketManager:
     def connection_closed(self, conn: Connection, code: int, reason: str) -> None:
         """Called exactly once per connection by :meth:`Connection._finish`."""
         rooms = self.hub.remove(conn)
+        self.room_rates.forget(conn.id)
         self.streams.rooms_left(rooms)  # history rooms: forget what nobody here is in
         self.tally.closed(code)  # metrics
         self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
@@ -308,6 +317,7 @@ class WebSocketManager:
         if not (self.hub.join(conn, room) if joining else self.hub.leave(conn, room)):
             return False
         if not joining:
+            self.room_rates.forget(conn.id, room)
             self.streams.rooms_left((room,))
         self.events.emit("joined" if joining else "left", connection_id=conn.id, room=room,
                          identity=conn.identity_text)
@@ -409,6 +419,31 @@ class WebSocketManager:
             for name, r in self.hub.rooms.items()
         }
 
+    # ------------------------------------------------------------------ rooms
+    def room_options(self, room: str) -> RoomOptions:
+        """What applies to ``room``: the options of the first matching pattern of the room
+        table (see docs/rooms.md), resolved against the global settings."""
+        return self.room_table.options(check_room_arg(room))
+
+    def on_publish(self, pattern: str) -> Callable[[H], H]:
+        """Register a typed handler for client publishes in rooms matching ``pattern``::
+
+            @manager.on_publish("chat-*")
+            async def chat(conn: Connection, room: str, msg: ChatIn) -> ChatOut | None: ...
+
+        ``msg`` is validated against the model of its annotation (a pydantic model; other
+        annotations get the plain data). The return value is what members receive (a model
+        instance is sent as its JSON), ``None`` drops the message, ``ValueError`` rejects it
+        (``error`` ``rejected``). It replaces ``on_message`` in those rooms and allows
+        clients to publish there.
+        """
+
+        def register(handler: H) -> H:
+            self.room_table.add_handler(pattern, handler)
+            return handler
+
+        return register
+
     # ------------------------------------------------------------------ public API
     async def broadcast(
         self, room: str, data: Data, *, exclude: str | Iterable[str] | None = None,
@@ -442,7 +477,15 @@ class WebSocketManager:
         without waiting for the broker. ``sender`` and ``user``: the publishing connection
         and its user id, in the ``message`` envelope. Returns the local deliveries (a
         history room: its local members).
+
+        ``data`` may be a pydantic model instance (sent as its JSON). In a room with a
+        ``message`` model, other data is validated against it here, once: a mismatch raises
+        ``ValueError`` (pydantic's ``ValidationError``) and nothing is sent.
         """
+        if isinstance(data, BaseModel) or (self.room_table.has_message_models
+                                           and room is not None):
+            message_model = None if room is None else self.room_table.options(room).message
+            data = wire_data(message_model, data)
         if room is not None and (spec := self.streams.spec(room)) is not None:
             return await self.streams.publish(room, spec, data, exclude, sender, user, on_done)
         started = time.perf_counter()  # metrics: delivery latency
@@ -474,8 +517,9 @@ class WebSocketManager:
         return delivered
 
     async def send(self, connection_id: str, data: Data) -> bool:
-        """Send ``data`` to one connection, wherever it lives; False if it is unknown."""
-        message, size, frame = encode(None, data, None)
+        """Send ``data`` to one connection, wherever it lives; False if it is unknown. A
+        pydantic model instance is sent as its JSON."""
+        message, size, frame = encode(None, wire_data(None, data), None)
         conn = self.hub.connections.get(connection_id)
         if conn is not None and not conn.closed:
             conn.deliver(message, size)
@@ -492,9 +536,9 @@ class WebSocketManager:
 
     async def send_user(self, user_id: str, data: Data) -> int:
         """Send ``data`` to every connection of user ``user_id`` on every node; returns how
-        many connections it was handed to."""
+        many connections it was handed to. A pydantic model instance is sent as its JSON."""
         check_user_arg(user_id)
-        message, size, frame = encode(None, data, None)
+        message, size, frame = encode(None, wire_data(None, data), None)
         local = self._send_user_local(user_id, message, size)
         return local + await self._command_all(Command("send_user", "", frame=frame,
                                                        user=user_id))

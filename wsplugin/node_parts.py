@@ -15,10 +15,11 @@ if TYPE_CHECKING:
     from wsplugin.delivery.connection import Connection
     from wsplugin.delivery.hub import Hub
     from wsplugin.events import EventBus
+    from wsplugin.rooms.table import RoomTable
 
 
 class NodeParts(Protocol):
-    """The node's settings, local rooms, broker, events and counters."""
+    """The node's settings, local rooms, broker, events, counters and room options."""
 
     @property
     def settings(self) -> Settings: ...
@@ -37,3 +38,6 @@ class NodeParts(Protocol):
 
     @property
     def tally(self) -> Tally: ...
+
+    @property
+    def room_table(self) -> RoomTable: ...

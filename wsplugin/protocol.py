@@ -39,6 +39,9 @@ REJECTED = "rejected"  # the on_message hook raised ValueError
 NO_PRESENCE = "no_presence"  # presence was asked of a room that does not track it
 PUBLISH_FAILED = "publish_failed"  # the broker refused a client's publish (not stored)
 BINARY_UNSUPPORTED = "binary_unsupported"
+INVALID = "invalid"  # data does not fit the room's publish model (pydantic's errors attached)
+TOO_BIG = "too_big"  # data larger than the room's max_message_bytes
+RATE_LIMITED = "rate_limited"  # over the room's rate_limit (per connection)
 UNAUTHORIZED = "unauthorized"  # a refresh token that is not valid (the detail says why)
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -102,6 +105,12 @@ def reply(kind: str, command_id: Any = None, **fields: Any) -> str:
 
 def error_frame(code: str, detail: str, command_id: Any = None) -> str:
     return reply("error", command_id, code=code, detail=detail)
+
+
+def json_size(value: JSON) -> int:
+    """The UTF-8 size of ``value`` as compact JSON (a client's data: always encodable)."""
+    text = encode_json(value)
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _reject_constant(name: str) -> Any:

@@ -187,6 +187,15 @@
     if (state.room) await loadRoom(state.room);
   });
 
+  // What applies to the room (its room options), as one line of text.
+  function describeOptions(options) {
+    if (!options) return "";
+    const parts = Object.entries(options)
+      .filter(([, value]) => value !== null && value !== false)
+      .map(([name, value]) => (value === true ? name : `${name}: ${JSON.stringify(value)}`));
+    return "Options: " + (parts.length ? parts.join(" · ") : "the global defaults");
+  }
+
   async function loadRoom(name) {
     let detail;
     try {
@@ -210,6 +219,7 @@
       return tr;
     });
     $("room-members").tBodies[0].replaceChildren(...rows);
+    $("room-options").textContent = describeOptions(detail.options);
     if (detail.presence) await loadRoomPresence(name);
     else $("room-presence").hidden = true;
     if (detail.history) await loadRoomHistory(name);

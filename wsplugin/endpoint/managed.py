@@ -7,12 +7,10 @@ gets an ``error`` frame and the connection keeps working; abuse closes it with a
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-import re
-from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -20,7 +18,6 @@ from wsplugin import protocol as p
 from wsplugin._utils import maybe_await
 from wsplugin.auth.tokens import Grant, TokenAuth, TokenError
 from wsplugin.backends.history_store import PublishDone
-from wsplugin.config import Settings
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
 from wsplugin.endpoint.authenticate import Authenticator, Refused
@@ -39,7 +36,16 @@ from wsplugin.endpoint.tokens import (
 from wsplugin.endpoint.user_route import USER_LIMIT_REASON
 from wsplugin.history import Position
 from wsplugin.manager import WebSocketManager
-from wsplugin.protocol import CloseCode, ProtocolError, check_room, error_frame, reply
+from wsplugin.protocol import (
+    CloseCode,
+    ProtocolError,
+    check_room,
+    error_frame,
+    json_size,
+    reply,
+)
+from wsplugin.rooms import RoomOptions
+from wsplugin.rooms.typed import error_detail, invalid_frame, validate
 from wsplugin.user_slots import Claim
 from wsplugin.users import BadUser, user_of
 
@@ -59,7 +65,6 @@ class ManagedEndpoint:
     def __init__(self, manager: WebSocketManager, app: Any = None) -> None:
         self.manager = manager
         settings = manager.settings
-        self._may_publish = publish_policy(settings)
         self._trusted_proxies = TrustedProxies(settings.forwarded_allow_ips)
         hook = settings.authenticate
         self._tokens = hook if isinstance(hook, TokenAuth) else None
@@ -294,7 +299,8 @@ class ManagedEndpoint:
 
     async def _publish(self, conn: Connection, default_room: str, command: dict[str, Any]) -> None:
         room = check_room(command.get("room", default_room))
-        if not self._may_publish(room):
+        options = self.manager.room_table.options(room)  # what applies: the room table
+        if not options.client_publish:
             raise ProtocolError(p.FORBIDDEN, f"clients may not publish to {room!r}; "
                                 f"{_ENABLE_PUBLISH}")
         if "data" not in command:
@@ -302,23 +308,63 @@ class ManagedEndpoint:
         if room not in conn.rooms:
             raise ProtocolError(p.NOT_JOINED, f"join {room!r} before publishing to it")
         data = command["data"]
-        hook = self.manager.settings.on_message
-        if hook is not None:
-            data = await self._run_hook(hook, conn, room, data)
-        exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
         command_id = command.get("id")
+        self._check_room_limits(conn, room, options, data)
+        if options.publish is not None:
+            try:
+                data = validate(options.publish, data)
+            except ValidationError as exc:
+                conn.deliver_text(invalid_frame(exc, command_id))
+                return
+        handled = True
+        if options.on_publish is not None:
+            data = await self._run_hook(options.on_publish, conn, room, data)
+            if data is None:  # the handler dropped it
+                if command_id is not None:
+                    conn.deliver_text(reply("published", command_id, room=room, offset=None,
+                                            dropped=True))
+                return
+        elif (hook := self.manager.settings.on_message) is not None:
+            data = await self._run_hook(hook, conn, room, data)
+        else:
+            handled = False
+        exclude = None if self.manager.settings.echo_to_sender else frozenset((conn.id,))
         try:
             await self.manager.publish(room, data, exclude=exclude, sender=conn.id,
                                        user=conn.user_id,
                                        wait=command_id is not None,
                                        on_done=_publish_reply(conn, room, command_id))
+        except ValidationError as exc:  # the room's message model
+            if not handled:  # the client's own data: the client's mistake
+                conn.deliver_text(invalid_frame(exc, command_id))
+                return
+            logger.warning("wsplugin: a publish hook returned data that does not fit the "
+                           "message model of %r: %s", room, error_detail(exc))
+            raise ProtocolError(p.BAD_REQUEST, "the server's handler returned data that does "
+                                "not fit the room's message model") from None
         except p.UnencodableData as exc:  # what the on_message hook returned
             logger.warning("wsplugin: on_message returned a value that cannot be sent: %s", exc)
             raise ProtocolError(p.BAD_REQUEST, str(exc)) from None
 
+    def _check_room_limits(self, conn: Connection, room: str, options: RoomOptions,
+                           data: Any) -> None:
+        """The room's ``rate_limit`` (per connection) and ``max_message_bytes`` (the data as
+        compact JSON), each an ``error`` frame that leaves the connection open."""
+        rate = options.rate_limit
+        if rate is not None and not self.manager.room_rates.allow(conn.id, room, rate):
+            raise ProtocolError(p.RATE_LIMITED, f"more than {rate[0]} publishes at once or "
+                                f"{rate[1]:g}/s in {room!r}")
+        limit = options.max_message_bytes
+        if limit is not None and limit < self.manager.settings.max_message_bytes \
+                and json_size(data) > limit:
+            raise ProtocolError(p.TOO_BIG, f"data larger than {limit} bytes in {room!r}")
+
     async def _run_hook(self, hook: Any, conn: Connection, room: str, data: Any) -> Any:
+        """An ``on_message`` hook or a typed handler: its result; ``ValueError`` rejects."""
         try:
             return await maybe_await(hook(conn, room, data))
+        except ValidationError as exc:  # its text holds input values: only the summary
+            raise ProtocolError(p.REJECTED, error_detail(exc)) from None
         except ValueError as exc:
             raise ProtocolError(p.REJECTED, str(exc) or "message rejected") from None
         except Exception as exc:
@@ -342,7 +388,7 @@ class ManagedEndpoint:
 
     async def _authorized(self, identity: Any, room: str) -> bool:
         """What ``authorize(identity, room)`` says (no hook: yes; it raised: no)."""
-        hook = self.manager.settings.authorize
+        hook = self.manager.room_table.options(room).authorize  # the room's, or the global
         if hook is None:
             return True
         try:
@@ -402,22 +448,9 @@ class ManagedEndpoint:
 
 
 _ENABLE_PUBLISH = ("the server enables client publishing with install_ws_manager("
-                   "client_publish=True or a list of room patterns; env WSPLUGIN_CLIENT_PUBLISH) "
-                   "or an on_message hook")
-
-
-def publish_policy(settings: Settings) -> Callable[[str], bool]:
-    """Whether a client may publish to a room, from ``client_publish`` and ``on_message``."""
-    policy = settings.client_publish
-    if policy is False:
-        allowed = settings.on_message is not None  # the hook decides, message by message
-        return lambda room: allowed
-    if policy is True:
-        return lambda room: True
-    if not policy:
-        return lambda room: False
-    pattern = re.compile("|".join(fnmatch.translate(glob) for glob in policy))
-    return lambda room: pattern.match(room) is not None
+                   "client_publish=True or a list of room patterns; env WSPLUGIN_CLIENT_PUBLISH),"
+                   " a rooms pattern with RoomOptions(client_publish=True), a handler "
+                   "@manager.on_publish(pattern), or an on_message hook")
 
 
 def _publish_reply(conn: Connection, room: str, command_id: Any) -> PublishDone:

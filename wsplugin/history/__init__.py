@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wsplugin.patterns import PatternRules
 from wsplugin.types import JSON
 
 META_TTL = 30 * 86400
@@ -100,9 +99,6 @@ class HistoryPage:
             ],
         }
 
-
-HistoryRules = PatternRules[History]
-"""Room name -> :class:`History` (or None), by glob pattern; cached per room name."""
 
 
 def normalise_history(value: Any) -> dict[str, History]:

@@ -28,7 +28,6 @@ from wsplugin.history import (
     History,
     HistoryMessage,
     HistoryPage,
-    HistoryRules,
     NoHistory,
     Position,
     check_since,
@@ -204,8 +203,8 @@ class Streams:
 
     def __init__(self, owner: StreamsOwner) -> None:
         self.owner = owner
-        self.rules = HistoryRules(owner.settings.history)
-        self.active = bool(self.rules)
+        self.table = owner.room_table  # which rooms keep history: the one room table
+        self.active = self.table.keeps_history
         self.recoveries = Recoveries(owner.settings, owner.tally.recoveries)
         self.streams: dict[str, Stream] = {}
         self.store: HistoryStore | None = None
@@ -232,7 +231,7 @@ class Streams:
 
     def spec(self, room: str) -> History | None:
         """The history of ``room`` (one cached dict lookup), None for a plain room."""
-        return self.rules.get(room) if self.active else None
+        return self.table.options(room).history if self.active else None
 
     def stats(self) -> dict[str, int]:
         if not self.active:

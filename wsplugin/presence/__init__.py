@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wsplugin.patterns import PatternRules
-
 
 @dataclass(frozen=True, slots=True)
 class Presence:
@@ -58,9 +56,6 @@ class PresenceStats:
     users: int
     connections: int
 
-
-PresenceRules = PatternRules[Presence]
-"""Room name -> :class:`Presence` (or None), by glob pattern."""
 
 
 def normalise_presence(value: Any) -> dict[str, Presence]:

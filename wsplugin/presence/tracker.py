@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsplugin.backends.presence_store import Change, Info, PresenceStore
 from wsplugin.node_parts import NodeParts
-from wsplugin.presence import Presence, PresenceRules, PresenceStats, UserPresence
+from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.protocol import encode_json, text_message
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class Tracker:
     def __init__(self, owner: TrackerOwner) -> None:
         self.owner = owner
         settings = owner.settings
-        self.rules = PresenceRules(settings.presence)
-        self.active = bool(self.rules)
+        self.table = owner.room_table  # which rooms track presence: the one room table
+        self.active = self.table.tracks_presence
         self.interval = settings.presence_interval
         self.sweep_period = max(0.5, min(settings.registry_ttl / 3, 5.0))
         self.store: PresenceStore | None = None
@@ -105,7 +105,7 @@ class Tracker:
 
     def spec(self, room: str) -> Presence | None:
         """The presence options of ``room`` (one cached lookup), None for other rooms."""
-        return self.rules.get(room) if self.active else None
+        return self.table.options(room).presence if self.active else None
 
     def _store(self) -> PresenceStore:
         if self.store is None:
