@@ -353,7 +353,9 @@ class UvicornWriter:
         first = self.held
         if first is None:
             return True
-        if not self.is_open():
+        # is_open(), inlined: this runs once per recipient
+        if self.protocol.close_sent or self.state.state is not self.open \
+                or self.transport.is_closing():
             return False
         if self.held_extra is not None:
             self._write_held()
