@@ -206,7 +206,7 @@ def apply(state: dict[str, Any], diff: dict[str, Any]) -> None:
 
 
 async def test_mass_reconnect_costs_each_member_a_few_frames() -> None:
-    members, observers = 300, 5
+    members, observers = 500, 5
     with presence_server(presence={"chat-*": Presence(grace=5.0)}) as (server, manager):
         watching = [await join_as(server, f"observer{i}") for i in range(observers)]
         states = [{u: e["info"] for u, e in snap["users"].items()} for _, _, snap in watching]
