@@ -11,10 +11,15 @@ receives it through ``Server.run(sockets=[...])`` and the raw websockets server 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
 import resource
+import signal
 import socket
 import sys
+import tracemalloc
+from collections import Counter
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +51,46 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+PROBE_DIR_ENV = "WSBENCH_PROBE_DIR"
+"""Set by ``bench/idle_memory.py``: the directory where a server writes its heap probes."""
+PROBE_FRAMES_ENV = "WSBENCH_PROBE_FRAMES"
+
+
+def memory_probe(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """With ``WSBENCH_PROBE_DIR`` set: trace Python allocations from now on, and on
+    ``SIGUSR1`` write (after a full collection) a tracemalloc snapshot
+    (``snap-<k>.pickle``) and the live objects by type (``types-<k>.txt``: type, count,
+    ``sys.getsizeof`` total), then ``done-<k>``. Without it, nothing. ``loop``: register
+    the handler on that running loop (a server that never returns to Python while idle,
+    like the raw one on uvloop, runs a plain signal handler only when woken)."""
+    where = os.environ.get(PROBE_DIR_ENV)
+    if not where:
+        return
+    tracemalloc.start(int(os.environ.get(PROBE_FRAMES_ENV, "12")))
+    taken = [0]
+
+    def probe(signum: int, frame: Any) -> None:
+        k = taken[0]
+        taken[0] += 1
+        gc.collect()
+        tracemalloc.take_snapshot().dump(os.path.join(where, f"snap-{k}.pickle"))
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        with open(os.path.join(where, f"types-{k}.txt"), "w") as out:
+            for name, count in counts.items():
+                out.write(f"{name}\t{count}\t{sizes[name]}\n")
+        open(os.path.join(where, f"done-{k}"), "w").close()
+
+    if loop is not None:
+        loop.add_signal_handler(signal.SIGUSR1, probe, signal.SIGUSR1, None)
+    else:
+        signal.signal(signal.SIGUSR1, probe)
+
+
 def raise_fd_limit() -> int:
     """Lift the soft RLIMIT_NOFILE to the hard limit (5,000+ connections need it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -72,6 +117,7 @@ def run_uvicorn(app: Any, args: argparse.Namespace) -> None:
     """Serve ``app`` on a socket from :func:`listen_socket`: with the shared uvicorn
     settings, or with hypercorn (``--server hypercorn``) on uvloop at its defaults."""
     raise_fd_limit()
+    memory_probe()
     sock = listen_socket(args.host, args.port, args.sndbuf)
     if getattr(args, "server", "uvicorn") == "hypercorn":
         run_hypercorn(app, sock)
