@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsplugin.delivery import deflate as _deflate
 from wsplugin.delivery.asgi_writer import ASGIWriter
-from wsplugin.delivery.writer import Compression, InFlight, Resume, WriterOwner
+from wsplugin.delivery.writer import Compression, FastPath, InFlight, Resume, WriterOwner
 from wsplugin.types import ASGIMessage, ASGISend, DropCounter
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ RAW_SEND_KEY = "wsplugin.raw_send"
 DIRECT_KEY = "wsplugin.send_direct"
 """Set by the probe: True when the send reaching the app's routes is the server's own."""
 FRAME_KEY = "wsplugin.frame"
+EXTENSIONS = "Sec-WebSocket-Extensions"
 SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 WSPROTO_MODULE = "uvicorn.protocols.websockets.wsproto_impl"
 
@@ -251,7 +252,35 @@ def uvicorn_writer(
     writer = UvicornWriter(owner, send, protocol, flavour)
     if bits and compression is not False:
         writer.frame_key, writer.encode = flavour.library.share(extensions[0], bits)
+    elif bits:  # plain frames from wsplugin; uvicorn's own stand alone, no state held
+        flavour.library.standalone(extensions[0])
     return writer, ""
+
+
+def before_accept(scope: Any, fast_path: FastPath = "auto") -> bool:
+    """Call just before accepting a websocket: on uvicorn's websockets-sansio protocol, a
+    client that negotiated permessage-deflate is answered ``client_no_context_takeover``
+    too, so the connection keeps no inflater between the client's messages (see
+    :meth:`wsplugin.delivery.deflate.Library.client_standalone`). True if it was done;
+    anything else (``fast_path=False``, another server, wsproto, where the extension is
+    only made when the answer is sent) is left as it is."""
+    protocol: Any = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
+    flavour = PROTOCOLS.get(type(protocol).__module__)
+    if flavour is None or fast_path is False or flavour.library.inbound_switch is None \
+            or getattr(protocol, "handshake_complete", None) is not False:
+        return False
+    headers = getattr(getattr(protocol, "response", None), "headers", None)
+    extensions = flavour.extensions(flavour.state_holder(protocol))
+    if headers is None or not isinstance(extensions, list) \
+            or not isinstance(flavour.library.negotiated_bits(extensions), int) \
+            or not extensions:
+        return False
+    answer = flavour.library.client_standalone(extensions[0], headers.get(EXTENSIONS))
+    if answer is None:
+        return False
+    del headers[EXTENSIONS]
+    headers[EXTENSIONS] = answer
+    return True
 
 
 # ---------------------------------------------------------------- writing

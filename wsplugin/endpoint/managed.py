@@ -22,6 +22,7 @@ from wsplugin.backends.history_store import PublishDone
 from wsplugin.config import Settings
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.uvicorn_writer import before_accept
 from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
 from wsplugin.endpoint.positions import command_position, query_position
 from wsplugin.endpoint.shutdown import abandon_later, going_away
@@ -55,6 +56,7 @@ class ManagedEndpoint:
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
             return
         try:
+            before_accept(scope, self.manager.settings.fast_path)
             await websocket.accept()
             try:
                 await self.manager.start()
