@@ -38,9 +38,9 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     settings = build_settings(options)
     manager = WebSocketManager(settings)
     app.state.ws_manager = manager
-    app.router.routes.append(
-        WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager), name="wsplugin")
-    )
+    managed = WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager),
+                             name="wsplugin")
+    app.router.routes.append(managed)
     app.router.routes.extend(client_routes(settings.prefix))  # the browser client
     if settings.health_path is not None:
         app.router.routes.append(_health_route(settings.health_path, manager))
@@ -50,7 +50,7 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
         app.router.routes.append(metrics_route(settings.metrics_path, manager,
                                                settings.metrics_token))
     _wrap_lifespan(app, manager)
-    if not capture_server_send(app):  # the app already started: the ASGI path is used
+    if not capture_server_send(app, managed):  # the app already started: the ASGI path is used
         logger.debug("wsplugin: app already started, websocket fast path off")
     if settings.admin_path is not None:
         _mount_admin(app, manager, settings.admin_path, settings.admin_auth)

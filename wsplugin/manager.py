@@ -48,10 +48,15 @@ SHUTDOWN_GRACE = 3.0
 
 
 def _describe_client(websocket: WebSocket) -> tuple[str, str]:
-    """``host:port`` of the peer and its user agent."""
-    client = websocket.client
-    remote = f"{client.host}:{client.port}" if client else ""
-    return remote, websocket.headers.get("user-agent", "")
+    """``host:port`` of the peer and its user agent, read from the scope (the websocket's
+    ``client`` and ``headers`` would build and keep objects for its lifetime)."""
+    scope = websocket.scope
+    client = scope.get("client")
+    remote = f"{client[0]}:{client[1]}" if client else ""
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            return remote, value.decode("latin-1")
+    return remote, ""
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
