@@ -94,6 +94,11 @@ class Flavour:
     offered_too: bool = False
     """The list holds every extension the server offered, negotiated or not (wsproto):
     only the enabled ones count."""
+    handshake_answer: str = ""
+    """The protocol's attribute holding the handshake's answer, read by uvicorn only until
+    the answer is sent (websockets-sansio: ``response``, ~1.2 KB with its headers): the
+    fast path lets it go. ``tests/test_uvicorn_canary.py`` fails if uvicorn reads it
+    anywhere else."""
 
     def state_holder(self, protocol: Any) -> Any:
         return _follow(protocol, self.state_path)
@@ -112,7 +117,8 @@ def _follow(start: Any, path: tuple[str, ...]) -> Any:
     return start
 
 
-SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",))
+SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",),
+                 handshake_answer="response")
 WSPROTO = Flavour("wsproto", _deflate.WSPROTO, _WSPROTO_OPEN, ("conn", "connection"),
                   ("_proto", "extensions"), offered_too=True)
 PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
@@ -267,6 +273,8 @@ def uvicorn_writer(
             or protocol.transport.is_closing()):
         return None, ""
     writer = UvicornWriter(owner, send, protocol, flavour)
+    if flavour.handshake_answer and getattr(protocol, "handshake_complete", None) is True:
+        setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
     if bits and compression is not False:
         writer.frame_key, writer.encode = flavour.library.share(extensions[0], bits)
     elif bits:  # plain frames from wsplugin; uvicorn's own stand alone, no state held
