@@ -1,6 +1,7 @@
 """Hold ``n`` idle websocket clients open, in a process of their own (for memory tests).
 
     python -m tests.idle_clients ws://127.0.0.1:8000/ws/room 500 [--deflate] [--raw]
+    python -m tests.idle_clients "ws://127.0.0.1:8000/ws/room{n:02d}" 60   # one room each
 
 Each client sends a handshake (with Chromium's ``permessage-deflate`` offer when asked),
 reads the ``101`` answer and, unless ``--raw``, the first frame (wsplugin's ``welcome``).
@@ -43,11 +44,11 @@ async def open_one(url: str, deflate: bool, raw: bool) -> asyncio.StreamWriter:
 async def main(url: str, n: int, deflate: bool, raw: bool) -> None:
     gate = asyncio.Semaphore(50)
 
-    async def one() -> asyncio.StreamWriter:
+    async def one(i: int) -> asyncio.StreamWriter:
         async with gate:
-            return await open_one(url, deflate, raw)
+            return await open_one(url.format(n=i) if "{n" in url else url, deflate, raw)
 
-    writers = await asyncio.gather(*(one() for _ in range(n)))
+    writers = await asyncio.gather(*(one(i) for i in range(n)))
     print(f"ready {len(writers)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for writer in writers:

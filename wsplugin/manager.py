@@ -65,6 +65,10 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     return {"prefix": settings.redis_prefix, "registry_ttl": settings.registry_ttl}
 
 
+def _connected_at(conn: Connection) -> float:
+    return conn.connected_at
+
+
 def _exclude_set(exclude: str | Iterable[str] | None) -> frozenset[str] | None:
     if exclude is None:
         return None
@@ -382,6 +386,29 @@ class WebSocketManager:
         members = self.hub.rooms.get(room)
         return [] if members is None else [c.info() for c in members.members.values()]
 
+    def local_connection_list(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> list[Connection]:
+        """This node's connections (in ``room``, of ``user``), newest first, as the
+        connection objects themselves: no record is built (``info()`` of a page of them is
+        what a listing shows). A list of references: ~0.1 ms for 10,000."""
+        if user is not None:
+            found = [c for c in self.hub.of_user(user) if room is None or room in c.rooms]
+        elif room is None:
+            return list(reversed(self.hub.connections.values()))  # in connection order
+        else:
+            members = self.hub.rooms.get(room)
+            found = [] if members is None else list(members.members.values())  # join order
+        found.sort(key=_connected_at, reverse=True)
+        return found
+
+    async def remote_connections(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> list[ConnectionInfo]:
+        """The other nodes' connections (in ``room``, of ``user``): none in memory."""
+        remote = await self._remote(self.broker.remote_connections(room), [])
+        return [info for info in remote if user is None or info.user == user]
+
     def local_rooms(self) -> list[str]:
         return list(self.hub.rooms)
 
@@ -400,12 +427,20 @@ class WebSocketManager:
             **self.streams.stats(),  # history rooms: resets, gaps filled...
         }
 
-    def room_stats(self) -> dict[str, dict[str, int]]:
-        """Local rooms: member count, messages delivered into the room, drops."""
+    def room_stats(self, rooms: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Local rooms (or those of ``rooms`` that exist here): member count, messages
+        delivered into the room, drops."""
+        hub_rooms = self.hub.rooms
+        picked = hub_rooms.items() if rooms is None else (
+            (name, hub_rooms[name]) for name in rooms if name in hub_rooms)
         return {
             name: {"members": len(r.members), "messages": r.messages, "dropped": r.dropped}
-            for name, r in self.hub.rooms.items()
+            for name, r in picked
         }
+
+    def room_messages(self) -> dict[str, int]:
+        """Local rooms: messages delivered into each (what the admin's rates are made of)."""
+        return {name: room.messages for name, room in self.hub.rooms.items()}
 
     # ------------------------------------------------------------------ public API
     async def broadcast(
@@ -589,9 +624,8 @@ class WebSocketManager:
             check_room_arg(room)
         if user is not None:
             check_user_arg(user)
-        local = self.local_connections(room, user=user)
-        remote = await self._remote(self.broker.remote_connections(room), [])
-        return local + [info for info in remote if user is None or info.user == user]
+        return self.local_connections(room, user=user) + await self.remote_connections(
+            room, user=user)
 
     async def rooms(self) -> dict[str, int]:
         """Room -> member count, cluster-wide."""
