@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import resource
 import signal
 import socket
 import sys
+import time
 import tracemalloc
 from collections import Counter
 from typing import Any
@@ -89,6 +91,83 @@ def memory_probe(loop: asyncio.AbstractEventLoop | None = None) -> None:
         loop.add_signal_handler(signal.SIGUSR1, probe, signal.SIGUSR1, None)
     else:
         signal.signal(signal.SIGUSR1, probe)
+
+
+LAG_FILE_ENV = "WSBENCH_LAG_FILE"
+"""Set by ``bench/admin_dashboard.py``: where a server writes its event-loop lag."""
+LAG_TICK = 0.005
+
+
+class LagMonitor:
+    """Event-loop lag and garbage-collection pauses of this process.
+
+    A task sleeps ``LAG_TICK`` seconds over and over; how much later than asked it wakes is
+    the time the loop was blocked (a slow callback, a collection). ``gc.callbacks`` time
+    every collection by generation. ``SIGUSR2`` writes a summary of what was seen since
+    the previous one to ``path`` (then ``path`` + ``.done``) and starts afresh.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lags: list[float] = []
+        self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+        self._since = time.monotonic()
+        self._writes = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        gc.callbacks.append(self._on_gc)
+        loop.add_signal_handler(signal.SIGUSR2, self.dump)
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            self.lags.append(max(0.0, loop.time() - before - LAG_TICK))
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.collections[info["generation"]].append(time.perf_counter() - self._started)
+
+    def summary(self) -> dict[str, Any]:
+        lags = sorted(self.lags)
+
+        def pick(q: float) -> float:
+            return 1000 * lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
+
+        return {
+            "seconds": time.monotonic() - self._since,
+            "samples": len(lags),
+            "lag_max_ms": 1000 * lags[-1] if lags else 0.0,
+            "lag_p99_ms": pick(0.99),
+            "lag_p999_ms": pick(0.999),
+            "over_20ms": sum(1 for lag in lags if lag > 0.020),
+            "gc": {str(gen): {"count": len(times), "max_ms": 1000 * max(times, default=0.0),
+                              "total_ms": 1000 * sum(times)}
+                   for gen, times in self.collections.items()},
+            "gc_objects": len(gc.get_objects()),
+            "gc_frozen": gc.get_freeze_count(),
+        }
+
+    def dump(self) -> None:
+        summary = self.summary()
+        self.lags = []
+        self.collections = {0: [], 1: [], 2: []}
+        self._since = time.monotonic()
+        self._writes += 1
+        with open(self.path, "w") as out:
+            json.dump(summary, out)
+        open(f"{self.path}.done{self._writes}", "w").close()
+
+
+def lag_monitor() -> LagMonitor | None:
+    """A :class:`LagMonitor` when ``WSBENCH_LAG_FILE`` is set (start it on the loop)."""
+    path = os.environ.get(LAG_FILE_ENV)
+    return LagMonitor(path) if path else None
 
 
 def raise_fd_limit() -> int:
