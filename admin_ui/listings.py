@@ -94,10 +94,10 @@ async def connection_page(
         found = sorted((i for i in everyone if not needle or info_matches(i, needle)),
                        key=newest_first)
         return len(found), found[offset:offset + limit]
-    local: Sequence[Listed] = local_list(room, user=user)
     remote: list[ConnectionInfo] = await remote_list(room, user=user)
+    local: Sequence[Listed] = local_list(room, user=user)  # read after the last await
     if needle:
-        local = await search(local, needle)
+        local = await search(list(local), needle)  # a snapshot: the slices yield
         remote = [info for info in remote if info_matches(info, needle)]
     total = len(local) + len(remote)
     if not remote:

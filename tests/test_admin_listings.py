@@ -5,6 +5,8 @@ Real uvicorn, 600 idle connections held by a client process."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,10 +16,11 @@ import pytest
 from admin_ui import listings
 from admin_ui.event_log import EventLog
 from tests.admin_helpers import ADMIN, OPERATOR, create_app, manager_of
-from tests.support import ThreadServer
+from tests.support import ROOT, ThreadServer
 from tests.test_memory_budget import idle_clients
 from tests.ws_helpers import on_server, wait_until
 from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.hub import Hub
 from wsplugin.events import Event
 
 N = 600
@@ -156,3 +159,49 @@ async def test_a_kick_survives_a_flood_of_broadcasts(
     assert sum(e["kind"] == "broadcast" for e in everything) >= 490
     bad = await http.get("/events", params={"kind": "nonsense"})
     assert bad.status_code == 422
+
+
+class Member:
+    def __init__(self, n: int) -> None:
+        self.id = f"m{n}"
+        self.rooms: set[str] = set()
+        self.user_id = None
+
+
+def test_the_hubs_newest_first_view_copies_nothing() -> None:
+    hub: Hub[Any] = Hub()
+    for n in range(10):
+        hub.add(Member(n))
+    view = hub.newest_first()
+    assert len(view) == 10
+    assert [m.id for m in view[0:3]] == ["m9", "m8", "m7"]
+    assert [m.id for m in view[8:50]] == ["m1", "m0"]
+    assert view[0].id == "m9" and view[-1].id == "m0"
+    assert [m.id for m in view[::3]] == ["m9", "m6", "m3", "m0"]
+    hub.add(Member(10))  # a view: it follows the hub
+    assert len(view) == 11 and view[0].id == "m10"
+    with pytest.raises(IndexError):
+        view[11]
+
+
+def test_the_start_up_heap_is_frozen_once() -> None:
+    """A fresh process: once the manager started, the app's objects are frozen out of the
+    collector's scans."""
+    script = (
+        "import gc\n"
+        "from fastapi import FastAPI\n"
+        "from fastapi.testclient import TestClient\n"
+        "from wsplugin import install_ws_manager\n"
+        "app = FastAPI()\n"
+        "install_ws_manager(app, admin_path=None)\n"
+        "print(gc.get_freeze_count())\n"
+        "with TestClient(app):\n"
+        "    frozen = gc.get_freeze_count()\n"
+        "    print(frozen)\n"
+        "with TestClient(app):\n"
+        "    print(gc.get_freeze_count() - frozen)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    before, frozen, again = (int(line) for line in done.stdout.split())
+    assert before == 0 and frozen > 10_000 and again <= 0  # not frozen again

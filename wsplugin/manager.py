@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 from starlette.websockets import WebSocket
@@ -26,6 +26,7 @@ from wsplugin.delivery.connection import Connection
 from wsplugin.delivery.hub import FlushQueue, Hub
 from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
+from wsplugin.heap import freeze_startup
 from wsplugin.history import HistoryPage
 from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
@@ -117,6 +118,7 @@ class WebSocketManager:
             return
         self._started = True
         self._stopping = False
+        freeze_startup()  # full collections stop scanning the app's own objects
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
         self.streams.start()
@@ -388,14 +390,15 @@ class WebSocketManager:
 
     def local_connection_list(
         self, room: str | None = None, *, user: str | None = None
-    ) -> list[Connection]:
+    ) -> Sequence[Connection]:
         """This node's connections (in ``room``, of ``user``), newest first, as the
         connection objects themselves: no record is built (``info()`` of a page of them is
-        what a listing shows). A list of references: ~0.1 ms for 10,000."""
+        what a listing shows). All of them: a view that copies nothing; a room's: its
+        members sorted (~3 ms for 20,000)."""
         if user is not None:
             found = [c for c in self.hub.of_user(user) if room is None or room in c.rooms]
         elif room is None:
-            return list(reversed(self.hub.connections.values()))  # in connection order
+            return self.hub.newest_first()  # connection order is age order
         else:
             members = self.hub.rooms.get(room)
             found = [] if members is None else list(members.members.values())  # join order

@@ -104,7 +104,8 @@ class LagMonitor:
     A task sleeps ``LAG_TICK`` seconds over and over; how much later than asked it wakes is
     the time the loop was blocked (a slow callback, a collection). ``gc.callbacks`` time
     every collection by generation. ``SIGUSR2`` writes a summary of what was seen since
-    the previous one to ``path`` (then ``path`` + ``.done``) and starts afresh.
+    the previous one to ``path`` (then ``path`` + ``.done``) and starts afresh (the first
+    time after a full collection, so a phase's full collections are its own).
     """
 
     def __init__(self, path: str) -> None:
@@ -151,10 +152,13 @@ class LagMonitor:
                    for gen, times in self.collections.items()},
             "gc_objects": len(gc.get_objects()),
             "gc_frozen": gc.get_freeze_count(),
+            "gc_threshold": gc.get_threshold(),
         }
 
     def dump(self) -> None:
         summary = self.summary()
+        if self._writes == 0:  # the end of the connection storm: start every phase without
+            gc.collect()  # the growth it left pending (which would trigger a full collection)
         self.lags = []
         self.collections = {0: [], 1: [], 2: []}
         self._since = time.monotonic()
@@ -165,7 +169,11 @@ class LagMonitor:
 
 
 def lag_monitor() -> LagMonitor | None:
-    """A :class:`LagMonitor` when ``WSBENCH_LAG_FILE`` is set (start it on the loop)."""
+    """A :class:`LagMonitor` when ``WSBENCH_LAG_FILE`` is set (start it on the loop); with
+    ``WSBENCH_GC_THRESHOLD`` (``"700,10,10"``) the collector's thresholds are set too."""
+    thresholds = os.environ.get("WSBENCH_GC_THRESHOLD")
+    if thresholds:
+        gc.set_threshold(*(int(t) for t in thresholds.split(",")))
     path = os.environ.get(LAG_FILE_ENV)
     return LagMonitor(path) if path else None
 
