@@ -32,6 +32,7 @@ from admin_ui.schemas import (
     SendRequest,
 )
 from admin_ui.security import SecureRoute
+from wsplugin.events import EventKind
 from wsplugin.history import MAX_OFFSET, NoHistory
 from wsplugin.users import MAX_USER_ID_LENGTH
 
@@ -136,9 +137,15 @@ def _reads(router: APIRouter, ctx: AdminContext, viewer: PrincipalDependency) ->
         return found
 
     @router.get(**read_route("/events", list[EventItem], dependencies=seen))
-    async def events(limit: int = Limit) -> list[dict[str, Any]]:
-        """The event log, newest first (bounded)."""
-        return ctx.feed.events_newest(limit)
+    async def events(
+        limit: int = Limit,
+        kind: Annotated[list[EventKind] | None, Query(
+            description="Only events of these kinds (repeat the parameter for several)")
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        """The event log, newest first: the newest 500 of each kind are kept, so a flood of
+        one kind (broadcasts) never evicts the rare ones."""
+        return ctx.feed.events_newest(limit, kinds=None if not kind else set(kind))
 
     @router.get(**read_route("/audit", list[AuditEntry], dependencies=seen))
     async def audit(limit: int = Limit) -> list[AuditEntry]:

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from admin_ui.audit import AuditLog
+from admin_ui.event_log import EventLog
 from admin_ui.manager import ManagerLike, cluster_nodes
 from admin_ui.rates import RateMeter
 from wsplugin.events import Event, EventKind
@@ -58,14 +58,15 @@ class Feed:
         audit: AuditLog,
         *,
         interval: float = 0.5,
-        log_size: int = 1000,
+        log_size: int = 500,
         batch_events: int = 50,
     ) -> None:
         self.manager = manager
         self.audit = audit
         self.interval = interval
         self.batch_events = batch_events
-        self.log: deque[tuple[int, Event]] = deque(maxlen=log_size)
+        self.log = EventLog(per_kind=log_size)
+        """The newest ``log_size`` events of each kind."""
         self.seq = 0
         self.totals: dict[str, int] = {}
         self.rates: dict[str, float] = {}
@@ -88,7 +89,7 @@ class Feed:
 
     def _on_event(self, event: Event) -> None:
         self.seq += 1
-        self.log.append((self.seq, event))
+        self.log.append(self.seq, event)
         if event.kind in STRUCTURAL:
             self._dirty_connections = self._dirty_rooms = True
         elif event.kind == "dropped":
@@ -96,14 +97,10 @@ class Feed:
         elif event.kind == "health":
             self._dirty_health = True
 
-    def events_newest(self, limit: int, after: int = 0) -> list[dict[str, Any]]:
-        """Up to ``limit`` events with ``seq > after``, newest first."""
-        picked: list[dict[str, Any]] = []
-        for seq, event in reversed(self.log):
-            if seq <= after or len(picked) >= limit:
-                break
-            picked.append(event_dict(seq, event))
-        return picked
+    def events_newest(self, limit: int, after: int = 0,
+                      kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` events with ``seq > after`` (only ``kinds``), newest first."""
+        return [event_dict(seq, event) for seq, event in self.log.newest(limit, after, kinds)]
 
     # -- subscribers ---------------------------------------------------------------------
 
@@ -187,8 +184,9 @@ class Feed:
         now = time.monotonic()
         self.totals = dict(await self.manager.stats())
         self.rates = self._totals_meter.update({k: self.totals.get(k, 0) for k in RATE_KEYS}, now)
-        rooms = self.manager.room_stats()
-        self.room_rates = self._rooms_meter.update(_room_messages(rooms), now)
+        counts = getattr(self.manager, "room_messages", None)  # flat: cheaper with many rooms
+        messages = counts() if counts is not None else _room_messages(self.manager.room_stats())
+        self.room_rates = self._rooms_meter.update(messages, now)
 
     async def sample(self) -> Delta:
         """One tick: what changed since the last one (empty if nothing did)."""
@@ -210,8 +208,9 @@ class Feed:
         fresh = self.seq - self._sent_seq
         if fresh <= 0:
             return
-        delta["events"] = self.events_newest(self.batch_events, self._sent_seq)
-        delta["events_skipped"] = max(0, fresh - self.batch_events)
+        picked = self.log.newest_each(self.batch_events, self._sent_seq)  # per kind
+        delta["events"] = [event_dict(seq, event) for seq, event in picked]
+        delta["events_skipped"] = max(0, fresh - len(picked))
         self._sent_seq = self.seq
 
     def _add_audit(self, delta: Delta) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from wsplugin.events import Event
@@ -30,7 +30,8 @@ class ManagerLike(Protocol):
 
     async def health(self) -> Mapping[str, Any]: ...
 
-    def room_stats(self) -> Mapping[str, Mapping[str, int]]: ...
+    def room_stats(self, rooms: Iterable[str] | None = None
+                   ) -> Mapping[str, Mapping[str, int]]: ...
 
     async def broadcast(self, room: str, data: Any) -> int: ...
 

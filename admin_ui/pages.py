@@ -17,6 +17,7 @@ from admin_ui.redis_state import StoreUnavailable
 from admin_ui.security import SecureRoute, check_same_origin
 from admin_ui.sessions import COOKIE, session_id
 from admin_ui.urls import admin_base
+from wsplugin.events import EVENT_KINDS
 
 STATIC = Path(__file__).parent / "static"
 JS = "text/javascript"
@@ -69,6 +70,7 @@ def _dashboard(router: APIRouter, ctx: AdminContext, maybe: MaybePrincipal) -> N
             "csrf": ctx.sessions.csrf_token(who),
             "node": ctx.manager.node_id,
             "can_logout": who.via == "session",
+            "event_kinds": sorted(EVENT_KINDS),
         }
         return ctx.templates.TemplateResponse(request, "dashboard.html", context)
 

@@ -2,49 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from admin_ui import listings
 from admin_ui.context import AdminContext
 from admin_ui.manager import cluster_nodes
-from wsplugin.info import ConnectionInfo
 
 PAGE_SIZE = 50
 MAX_PAGE = 500
-
-
-def matches(info: ConnectionInfo, needle: str) -> bool:
-    """Case-insensitive substring search on id, identity, user id and room names."""
-    if needle in info.id.lower() or needle in (info.identity or "").lower():
-        return True
-    if needle in (info.user or "").lower():
-        return True
-    return any(needle in room.lower() for room in info.rooms)
-
-
-def search_connections(
-    items: Iterable[ConnectionInfo], query: str = ""
-) -> list[ConnectionInfo]:
-    """Filter by ``query``, then newest first (so a new connection shows on page one)."""
-    needle = query.strip().lower()
-    found = [info for info in items if not needle or matches(info, needle)]
-    found.sort(key=lambda info: (-info.connected_at, info.id))
-    return found
-
-
-def page_of(items: Sequence[Any], offset: int, limit: int) -> tuple[int, list[Any]]:
-    offset = max(0, offset)
-    limit = max(1, min(limit, MAX_PAGE))
-    return len(items), list(items[offset : offset + limit])
 
 
 async def connections_page(
     ctx: AdminContext, *, query: str = "", room: str | None = None, user: str | None = None,
     offset: int = 0, limit: int = PAGE_SIZE,
 ) -> dict[str, Any]:
-    """``user``: only that user's connections (an exact user id, cluster-wide)."""
-    found = search_connections(await ctx.manager.connections(room, user=user), query)
-    total, items = page_of(found, offset, limit)
+    """Connections newest first; ``user``: only that user's (an exact user id,
+    cluster-wide). Only the page's records are built (:mod:`admin_ui.listings`)."""
+    offset, limit = max(0, offset), max(1, min(limit, MAX_PAGE))
+    total, items = await listings.connection_page(ctx.manager, query=query, room=room,
+                                                  user=user, offset=offset, limit=limit)
     return {
         "total": total,
         "offset": offset,
@@ -53,47 +30,47 @@ async def connections_page(
     }
 
 
-async def room_rows(ctx: AdminContext, query: str = "") -> list[dict[str, Any]]:
-    """Every room (cluster-wide member counts) with local message counts and rates."""
-    counts = await ctx.manager.rooms()
-    local = ctx.manager.room_stats()
-    needle = query.strip().lower()
-    rows: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "members": members,
-            "messages": int(local.get(name, {}).get("messages", 0)),
-            "dropped": int(local.get(name, {}).get("dropped", 0)),
-            "rate": ctx.feed.room_rates.get(name, 0.0),
-        }
-        for name, members in counts.items()
-        if not needle or needle in name.lower()
-    ]
-    rows.sort(key=lambda row: (-row["members"], row["name"]))
-    return rows
+def room_row(ctx: AdminContext, name: str, members: int,
+             local: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """A room's row: cluster-wide members, this node's message counts and rate."""
+    counters = local.get(name, {})
+    return {
+        "name": name,
+        "members": members,
+        "messages": int(counters.get("messages", 0)),
+        "dropped": int(counters.get("dropped", 0)),
+        "rate": ctx.feed.room_rates.get(name, 0.0),
+    }
 
 
 async def rooms_page(
     ctx: AdminContext, *, query: str = "", offset: int = 0, limit: int = PAGE_SIZE
 ) -> dict[str, Any]:
-    total, items = page_of(await room_rows(ctx, query), offset, limit)
+    """Rooms by member count (cluster-wide), with this node's counters and rates; only the
+    page's rows are built."""
+    offset, limit = max(0, offset), max(1, min(limit, MAX_PAGE))
+    total, page = await listings.room_page(ctx.manager, query=query, offset=offset,
+                                           limit=limit)
+    local = listings.room_counters(ctx.manager, [name for name, _ in page])
+    items = [room_row(ctx, name, members, local) for name, members in page]
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
 async def room_detail(
     ctx: AdminContext, room: str, *, offset: int = 0, limit: int = PAGE_SIZE
 ) -> dict[str, Any] | None:
-    rows = [row for row in await room_rows(ctx) if row["name"] == room]
-    if not rows:
+    members = (await ctx.manager.rooms()).get(room)
+    if members is None:
         return None
-    members = await connections_page(ctx, room=room, offset=offset, limit=limit)
+    row = room_row(ctx, room, members, listings.room_counters(ctx.manager, [room]))
+    connections = await connections_page(ctx, room=room, offset=offset, limit=limit)
     streams = getattr(ctx.manager, "streams", None)  # ManagerLike does not require history
     keeps_history = streams is not None and streams.spec(room) is not None
     tracker = getattr(ctx.manager, "tracker", None)  # nor presence
     tracks = tracker is not None and tracker.spec(room) is not None
     room_options = getattr(ctx.manager, "room_options", None)  # nor a room table
     options = None if room_options is None else room_options(room).describe()
-    return {**rows[0], "connections": members, "history": keeps_history, "presence": tracks,
+    return {**row, "connections": connections, "history": keeps_history, "presence": tracks,
             "options": options}
 
 

@@ -13,8 +13,16 @@ Measures, against ``bench/servers/wsplugin_server.py --admin`` (no auth) pinned 
   (pinned to the load generator's core) plus one SSE stream, side by side; and the server's
   CPU time per delivery, which stays fair when the browser takes CPU from the machine.
 
+``--lag`` measures instead how long the server's event loop is blocked (a task that sleeps
+5 ms and notes how late it wakes, and every garbage collection timed, in the server:
+``bench/servers/_common.py`` ``LagMonitor``) over ``--lag-seconds`` with the dashboard
+closed, then as long with it open in Chromium while a client pages, searches and filters
+the connections and rooms through the API (every request's time is reported too): max
+and p99 of the lag, and the longest full collection.
+
 The idle connections are held by a child process (this script with ``--hold``). Results go
-to stdout as a table and to ``bench/results/admin_dashboard.json``.
+to stdout as a table and to ``bench/results/admin_dashboard.json`` (``--lag``:
+``admin_lag.json``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +47,7 @@ from bench.procs import child_env, pinned, run_loadgen, server_process  # noqa: 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 RESULTS = os.path.join(ROOT, "bench", "results", "admin_dashboard.json")
+LAG_RESULTS = os.path.join(ROOT, "bench", "results", "admin_lag.json")
 ADMIN = "/ws-admin"
 
 
@@ -226,12 +236,132 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+# -- event-loop lag ------------------------------------------------------------------------
+
+
+def lag_summary(server: Any, path: str, k: int) -> dict[str, Any]:
+    """The server's lag since the previous summary (``SIGUSR2``, see ``LagMonitor``)."""
+    os.kill(server.pid, signal.SIGUSR2)
+    done = f"{path}.done{k}"
+    deadline = time.monotonic() + 60
+    while not os.path.exists(done):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server wrote no lag summary")
+        time.sleep(0.1)
+    with open(path) as f:
+        summary: dict[str, Any] = json.load(f)
+    return summary
+
+
+API_READS = [
+    "/connections?offset=0&limit=50",
+    "/connections?offset=5000&limit=50",
+    "/connections?offset=19000&limit=500",
+    "/connections?q=idle7&limit=50",
+    "/connections?q=zzz-nothing&limit=50",
+    "/connections?room=idle3&limit=50",
+    "/connections?room=idle3&offset=150&limit=50",
+    "/rooms?offset=0&limit=50",
+    "/rooms?q=idle1&limit=50",
+    "/rooms/idle3?limit=50",
+    "/overview",
+]
+"""What the client asks, in turn, while the dashboard is open: pages, searches, filters."""
+
+
+async def api_reads(port: int, stop: asyncio.Event) -> dict[str, dict[str, float]]:
+    """Ask :data:`API_READS` in a loop (one at a time, 0.2 s apart) until ``stop``; the
+    slowest answer per read."""
+    import httpx
+
+    slowest: dict[str, dict[str, float]] = {}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}{ADMIN}/api",
+                                 timeout=60) as http:
+        while not stop.is_set():
+            for path in API_READS:
+                started = time.monotonic()
+                response = await http.get(path)
+                elapsed = 1000 * (time.monotonic() - started)
+                response.raise_for_status()
+                entry = slowest.setdefault(path, {"max_ms": 0.0, "count": 0})
+                entry["max_ms"] = max(entry["max_ms"], elapsed)
+                entry["count"] += 1
+                await asyncio.sleep(0.2)
+    return slowest
+
+
+async def dashboard_open(port: int, seconds: float, idle: int) -> dict[str, Any]:
+    """Chromium on the dashboard (connections tab, then the rooms tab with a room open)
+    and a client reading the API, for ``seconds``."""
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await page.goto(f"http://127.0.0.1:{port}{ADMIN}/")
+        await expect(page.locator("#conn-count")).to_contain_text(f"of {idle:,}",
+                                                                  timeout=60_000)
+        stop = asyncio.Event()
+        reads = asyncio.ensure_future(api_reads(port, stop))
+        await asyncio.sleep(seconds / 2)
+        await page.click('[data-tab="rooms"]')
+        await page.click('#room-table tbody tr[data-room="idle3"]')
+        await asyncio.sleep(seconds / 2)
+        stop.set()
+        slowest = await reads
+        await browser.close()
+    return slowest
+
+
+def run_lag(args: argparse.Namespace) -> dict[str, Any]:
+    path = os.path.join(ROOT, "bench", "results", f"lag-{os.getpid()}.json")
+    os.environ["WSBENCH_LAG_FILE"] = path
+    results: dict[str, Any] = {"idle_connections": args.idle, "seconds": args.lag_seconds}
+    try:
+        with server_process(SERVERS["wsplugin_admin"], (), cpu=0) as server:
+            with holder(server.port, args.idle, cpu=1):
+                time.sleep(5)  # settle after the connection storm
+                lag_summary(server, path, 1)  # discard the connection storm
+                time.sleep(args.lag_seconds)
+                results["closed"] = lag_summary(server, path, 2)
+                os.sched_setaffinity(0, {1})  # Chromium beside the holder, not the server
+                results["api_slowest"] = asyncio.run(
+                    dashboard_open(server.port, args.lag_seconds, args.idle))
+                results["open"] = lag_summary(server, path, 3)
+            if server.crashed():
+                raise RuntimeError(server.log_tail())
+    finally:
+        os.environ.pop("WSBENCH_LAG_FILE", None)
+        for name in os.listdir(os.path.dirname(path)):
+            if name.startswith(os.path.basename(path)):
+                os.remove(os.path.join(os.path.dirname(path), name))
+    return results
+
+
+def lag_table(r: dict[str, Any]) -> str:
+    lines = ["| dashboard | lag max | lag p99 | lag p99.9 | > 20 ms | full collections "
+             "(max) | objects tracked (frozen) |", "|---|---|---|---|---|---|---|"]
+    for name in ("closed", "open"):
+        s = r[name]
+        gc2 = s["gc"]["2"]
+        lines.append(f"| {name} | {s['lag_max_ms']:.1f} ms | {s['lag_p99_ms']:.1f} ms | "
+                     f"{s['lag_p999_ms']:.1f} ms | {s['over_20ms']} | {gc2['count']} "
+                     f"({gc2['max_ms']:.0f} ms) | {s['gc_objects']:,} ({s['gc_frozen']:,}) |")
+    lines += ["", "| API read (while open) | slowest answer | asked |", "|---|---|---|"]
+    lines += [f"| `{path}` | {v['max_ms']:.0f} ms | {v['count']} |"
+              for path, v in r["api_slowest"].items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--idle", type=int, default=10_000, help="idle connections held open")
     p.add_argument("--fanout", type=int, default=1000, help="receivers in the fan-out room")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of each fan-out run")
     p.add_argument("--reps", type=int, default=3, help="fan-out runs per variant (median)")
+    p.add_argument("--lag", action="store_true",
+                   help="measure the event-loop lag, dashboard closed vs open, instead")
+    p.add_argument("--lag-seconds", type=float, default=60.0, help="seconds of each --lag phase")
     p.add_argument("--hold", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -244,8 +374,14 @@ def main() -> None:
     from bench.loadgen import raise_fd_limit
 
     raise_fd_limit()
-    results = run(args)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    if args.lag:
+        lag = run_lag(args)
+        with open(LAG_RESULTS, "w") as out:
+            json.dump(lag, out, indent=2)
+        print(lag_table(lag))
+        return
+    results = run(args)
     with open(RESULTS, "w") as out:
         json.dump(results, out, indent=2)
     print(table(results))

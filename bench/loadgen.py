@@ -41,7 +41,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import pathlib
 import resource
+import signal
 import socket
 import sys
 import time
@@ -81,6 +83,7 @@ class Scenario:
     drain: float = 3.0
     timeout: float = 180.0
     deflate: bool = False  # offer permessage-deflate like a browser; inflate every frame
+    probe_dir: str = ""  # idle: ask the server for heap probes (bench/idle_memory.py)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -665,20 +668,39 @@ async def run_churn(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any
     return result
 
 
+async def probe_server(meter: Meter, directory: str, k: int) -> None:
+    """Ask the server for heap probe ``k`` (``SIGUSR1``, see ``bench/servers/_common.py``)
+    and wait until it is written."""
+    if not directory or meter.server is None:
+        return
+    meter.server.send_signal(signal.SIGUSR1)
+    done = pathlib.Path(directory, f"done-{k}")
+    deadline = time.monotonic() + 600
+    while not done.exists():  # noqa: ASYNC240 - a file poll, off the measured path
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server wrote no heap probe {k}")
+        await asyncio.sleep(0.2)
+
+
 async def run_idle(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any]:
-    """Server RSS delta per connection: 10 warm-up connections, then ``n`` more, idle."""
+    """Server RSS delta per connection: 10 warm-up connections, then ``n`` more, idle.
+
+    With ``probe_dir`` the server also writes a heap probe after the warm-up (0) and after
+    the ``n`` connections (1)."""
     shared = Shared(scenario)
     warm = Clients(url, shared)
     clients = Clients(url, shared)
     try:
         await warm.connect_receivers(10)
         await asyncio.sleep(0.5)
+        await probe_server(meter, scenario.probe_dir, 0)
         rss0 = meter.rss()
         t0 = time.perf_counter()
         await clients.connect_receivers(scenario.n)
         connect_s = time.perf_counter() - t0
         await asyncio.sleep(max(1.0, scenario.warmup))
         rss1 = meter.rss()
+        await probe_server(meter, scenario.probe_dir, 1)
         return {
             "connect_s": connect_s,
             "connects_per_s": scenario.n / connect_s,
@@ -686,6 +708,7 @@ async def run_idle(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any]
             "server_rss_mb_end": rss1 / 2**20,
             "kb_per_connection": (rss1 - rss0) / 1024 / scenario.n,
             "loadgen_rss_mb": psutil.Process().memory_info().rss / 2**20,
+            "deflate_negotiated": sum(bool(r.negotiated) for r in clients.receivers),
         }
     finally:
         clients.close()

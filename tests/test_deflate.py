@@ -178,6 +178,55 @@ async def test_replies_errors_publishes_and_broadcasts_interleave(uvicorn_ws: st
         await ws.close()
 
 
+def server_extension(manager: WebSocketManager, conn_id: str) -> Any:
+    """uvicorn's negotiated permessage-deflate object of a fast-path connection."""
+    writer = manager.hub.connections[conn_id].frames
+    assert isinstance(writer, UvicornWriter)
+    (extension,) = writer.flavour.extensions(writer.state)
+    return extension
+
+
+def deflate_state(extension: Any) -> dict[str, bool]:
+    """Which zlib objects the connection holds: the compressor for what the server sends,
+    the inflater for what the client sends."""
+    if isinstance(extension, _deflate.WEBSOCKETS.deflate or ()):
+        return {"compressor": getattr(extension, "encoder", None) is not None,
+                "inflater": getattr(extension, "decoder", None) is not None}
+    return {"compressor": extension._compressor is not None,
+            "inflater": extension._decompressor is not None}
+
+
+async def test_an_idle_compressed_connection_holds_no_deflate_state(uvicorn_ws: str) -> None:
+    """uvicorn's compressor (~39 KB with websockets-sansio) is dropped when the connection
+    takes the shared frames; under websockets-sansio the client is answered
+    ``client_no_context_takeover``, so no inflater outlives a client's message either,
+    and the client's compressed publishes (similar texts, each compressed on its own)
+    still arrive intact."""
+    with serve(ws=uvicorn_ws, **ECHO) as (server, manager):
+        ws, conn_id = await open_client(server, "r")
+        extension = server_extension(manager, conn_id)
+        assert deflate_state(extension) == {"compressor": False, "inflater": False}
+        assert ws.response is not None
+        answer = ws.response.headers["Sec-WebSocket-Extensions"]
+        sansio = uvicorn_ws == "websockets-sansio"
+        assert ("client_no_context_takeover" in answer) is sansio
+        rng = random.Random(2)
+        for n in range(40):
+            data = f"message {n}: " + "".join(rng.choices("ab", k=200)) * 3
+            await send_json(ws, {"type": "publish", "data": data})
+            await expect_data(ws, data)
+        # wsproto keeps the client's inflater (its answer cannot be changed in time)
+        assert deflate_state(extension) == {"compressor": False, "inflater": not sansio}
+        await ws.close()
+
+
+async def test_compression_false_drops_uvicorns_compressor_too(uvicorn_ws: str) -> None:
+    with serve(ws=uvicorn_ws, compression=False, **ECHO) as (server, manager):
+        ws, conn_id = await open_client(server, "r")
+        assert deflate_state(server_extension(manager, conn_id))["compressor"] is False
+        await ws.close()
+
+
 def direct_send_app() -> tuple[Any, WebSocketManager]:
     """A user route whose code calls ``websocket.send_text`` itself (uvicorn compresses
     those) beside the manager's broadcasts (the shared frames)."""
@@ -385,7 +434,12 @@ async def test_chromium_inflates_every_frame(uvicorn_ws: str) -> None:
                     window.managed = await openChecked("{server.ws_url}/ws/r");
                     window.own = await openChecked("{server.ws_url}/own");
                 }}""")
-                assert "permessage-deflate" in await page.evaluate("managed.ws.extensions")
+                answer = await page.evaluate("managed.ws.extensions")
+                assert "permessage-deflate" in answer
+                # the page's compressed publishes stand alone (websockets-sansio): no
+                # inflater is kept between them
+                assert ("client_no_context_takeover" in answer) is (
+                    uvicorn_ws == "websockets-sansio")
 
                 async def joined() -> bool:
                     room = manager.hub.rooms.get("r")

@@ -80,6 +80,7 @@ async def test_order_survives_back_pressure(uvicorn_ws: str) -> None:
         welcome = await recv_json(ws)
         conn = manager.hub.connections[welcome["connection_id"]]
         assert fast(conn)
+        assert conn.outbox.items == ()  # no queue is held before one is needed
         pad = "x" * 1000
         for seq in range(400):  # ~400 KB: far more than the socket buffers hold
             await on_server(server, manager.broadcast("r", {"seq": seq, "pad": pad}))
@@ -90,6 +91,7 @@ async def test_order_survives_back_pressure(uvicorn_ws: str) -> None:
         await on_server(server, manager.broadcast("r", {"seq": 400}))
         assert (await recv_json(ws))["data"]["seq"] == 400
         assert conn.dropped == 0
+        assert conn.outbox.items == ()  # and none once it drained
         await ws.close()
 
 

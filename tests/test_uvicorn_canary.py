@@ -54,6 +54,27 @@ def test_the_protocol_module_exists(ws: str, module_name: str, class_name: str,
         f"{class_name}.send is no longer a coroutine method {HINT}")
 
 
+@pytest.mark.parametrize(("ws", "module_name", "class_name", "bits"), SERVED)
+def test_the_handshake_answer_is_read_only_until_it_is_sent(
+    ws: str, module_name: str, class_name: str, bits: int,
+) -> None:
+    """The fast path drops the protocol's handshake answer once it was sent: uvicorn may
+    read it only where it makes and sends it (``handle_connect``, and ``send`` before the
+    handshake completes)."""
+    flavour = PROTOCOLS[module_name]
+    if not flavour.handshake_answer:
+        return
+    cls = getattr(importlib.import_module(module_name), class_name)
+    readers = {name for name, member in vars(cls).items() if inspect.isfunction(member)
+               and f"self.{flavour.handshake_answer}" in inspect.getsource(member)}
+    assert readers == {"handle_connect", "send"}, (
+        f"{class_name} reads self.{flavour.handshake_answer} in {sorted(readers)} {HINT}")
+    send = inspect.getsource(cls.send)
+    guard = send.find("if not self.handshake_complete")
+    first_use = send.find(f"self.{flavour.handshake_answer}")
+    assert 0 <= guard < first_use, f"{class_name}.send reads it outside the handshake {HINT}"
+
+
 @pytest.mark.parametrize("module_name", [SANSIO_MODULE, WSPROTO_MODULE])
 def test_the_open_state_exists(module_name: str) -> None:
     flavour = PROTOCOLS[module_name]

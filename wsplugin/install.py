@@ -39,10 +39,9 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
     settings = build_settings(options)
     manager = WebSocketManager(settings)
     app.state.ws_manager = manager
-    app.router.routes.append(
-        WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager, app),
-                       name="wsplugin")
-    )
+    managed = WebSocketRoute(f"{settings.prefix}/{{room}}", ManagedEndpoint(manager, app),
+                             name="wsplugin")
+    app.router.routes.append(managed)
     app.router.routes.extend(client_routes(settings.prefix))  # the browser client
     app.router.routes.extend(asyncapi_routes(manager))  # AsyncAPI document and page
     if settings.health_path is not None:
@@ -53,7 +52,7 @@ def install_ws_manager(app: Starlette, **options: Any) -> WebSocketManager:
         app.router.routes.append(metrics_route(settings.metrics_path, manager,
                                                settings.metrics_token))
     _wrap_lifespan(app, manager)
-    if not capture_server_send(app):  # the app already started: the ASGI path is used
+    if not capture_server_send(app, managed):  # the app already started: the ASGI path is used
         logger.debug("wsplugin: app already started, websocket fast path off")
     if settings.admin_path is not None:
         _mount_admin(app, manager, settings.admin_path, settings.admin_auth)

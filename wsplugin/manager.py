@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -27,6 +27,7 @@ from wsplugin.delivery.connection import Connection
 from wsplugin.delivery.hub import FlushQueue, Hub
 from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
+from wsplugin.heap import freeze_startup
 from wsplugin.history import HistoryPage
 from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
@@ -54,16 +55,25 @@ SHUTDOWN_GRACE = 3.0
 
 
 def _describe_client(websocket: WebSocket) -> tuple[str, str]:
-    """``host:port`` of the peer and its user agent."""
-    client = websocket.client
-    remote = f"{client.host}:{client.port}" if client else ""
-    return remote, websocket.headers.get("user-agent", "")
+    """``host:port`` of the peer and its user agent, read from the scope (the websocket's
+    ``client`` and ``headers`` would build and keep objects for its lifetime)."""
+    scope = websocket.scope
+    client = scope.get("client")
+    remote = f"{client[0]}:{client[1]}" if client else ""
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            return remote, value.decode("latin-1")
+    return remote, ""
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
     if settings.backend.startswith("memory"):
         return {}
     return {"prefix": settings.redis_prefix, "registry_ttl": settings.registry_ttl}
+
+
+def _connected_at(conn: Connection) -> float:
+    return conn.connected_at
 
 
 def _exclude_set(exclude: str | Iterable[str] | None) -> frozenset[str] | None:
@@ -116,6 +126,7 @@ class WebSocketManager:
             return
         self._started = True
         self._stopping = False
+        freeze_startup()  # full collections stop scanning the app's own objects
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
         self.streams.start()
@@ -394,6 +405,30 @@ class WebSocketManager:
         members = self.hub.rooms.get(room)
         return [] if members is None else [c.info() for c in members.members.values()]
 
+    def local_connection_list(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> Sequence[Connection]:
+        """This node's connections (in ``room``, of ``user``), newest first, as the
+        connection objects themselves: no record is built (``info()`` of a page of them is
+        what a listing shows). All of them: a view that copies nothing; a room's: its
+        members sorted (~3 ms for 20,000)."""
+        if user is not None:
+            found = [c for c in self.hub.of_user(user) if room is None or room in c.rooms]
+        elif room is None:
+            return self.hub.newest_first()  # connection order is age order
+        else:
+            members = self.hub.rooms.get(room)
+            found = [] if members is None else list(members.members.values())  # join order
+        found.sort(key=_connected_at, reverse=True)
+        return found
+
+    async def remote_connections(
+        self, room: str | None = None, *, user: str | None = None
+    ) -> list[ConnectionInfo]:
+        """The other nodes' connections (in ``room``, of ``user``): none in memory."""
+        remote = await self._remote(self.broker.remote_connections(room), [])
+        return [info for info in remote if user is None or info.user == user]
+
     def local_rooms(self) -> list[str]:
         return list(self.hub.rooms)
 
@@ -412,11 +447,15 @@ class WebSocketManager:
             **self.streams.stats(),  # history rooms: resets, gaps filled...
         }
 
-    def room_stats(self) -> dict[str, dict[str, int]]:
-        """Local rooms: member count, messages delivered into the room, drops."""
+    def room_stats(self, rooms: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Local rooms (or those of ``rooms`` that exist here): member count, messages
+        delivered into the room, drops."""
+        hub_rooms = self.hub.rooms
+        picked = hub_rooms.items() if rooms is None else (
+            (name, hub_rooms[name]) for name in rooms if name in hub_rooms)
         return {
             name: {"members": len(r.members), "messages": r.messages, "dropped": r.dropped}
-            for name, r in self.hub.rooms.items()
+            for name, r in picked
         }
 
     # ------------------------------------------------------------------ rooms
@@ -443,6 +482,10 @@ class WebSocketManager:
             return handler
 
         return register
+
+    def room_messages(self) -> dict[str, int]:
+        """Local rooms: messages delivered into each (what the admin's rates are made of)."""
+        return {name: room.messages for name, room in self.hub.rooms.items()}
 
     # ------------------------------------------------------------------ public API
     async def broadcast(
@@ -635,9 +678,8 @@ class WebSocketManager:
             check_room_arg(room)
         if user is not None:
             check_user_arg(user)
-        local = self.local_connections(room, user=user)
-        remote = await self._remote(self.broker.remote_connections(room), [])
-        return local + [info for info in remote if user is None or info.user == user]
+        return self.local_connections(room, user=user) + await self.remote_connections(
+            room, user=user)
 
     async def rooms(self) -> dict[str, int]:
         """Room -> member count, cluster-wide."""

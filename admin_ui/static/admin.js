@@ -17,6 +17,7 @@
     selected: null,      // the selected connection id
     selectedUser: null,  // its user id (null: no user)
     tab: "connections",
+    eventKind: "",       // the Events tab's filter ("": every kind)
     eventSeq: 0,
     auditSeq: 0,
   };
@@ -265,11 +266,15 @@
     document.dispatchEvent(new CustomEvent("wsadmin:room", { detail: sample }));
   }
 
-  function openRoom(name) {
+  // The view opens below the rooms table (50 rows): bring it into sight, or a click on a
+  // room would seem to do nothing.
+  async function openRoom(name) {
     state.room = name;
     roomGone = null;
-    loadRoom(name);
+    const loaded = loadRoom(name);
     pollRoom();
+    await loaded;
+    if (state.room === name) $("room-detail").scrollIntoView({ block: "start", behavior: "auto" });
   }
 
   // A history room: its position and newest messages; hidden for other rooms.
@@ -319,6 +324,17 @@
     return tr;
   }
 
+  // The Events tab shows one kind or every kind: rows of other kinds are not added.
+  function shownEvent(e) {
+    return !state.eventKind || e.kind === state.eventKind;
+  }
+
+  const reloadEvents = refresher(async () => {
+    const kind = state.eventKind ? "&kind=" + encodeURIComponent(state.eventKind) : "";
+    resetLog($("event-table").tBodies[0], await api("GET", `/events?limit=${MAX_LOG_ROWS}${kind}`),
+      "eventSeq", eventRow);
+  });
+
   // Newest first; items arrive newest first; rows already shown (by seq) are skipped.
   function prependLog(tbody, items, key, seen, makeRow) {
     const fresh = items.filter((item) => item.seq > state[key]);
@@ -344,7 +360,8 @@
     else refreshConnections();
     if (state.rooms.offset === 0 && !state.rooms.q) renderRooms(snap.rooms);
     else refreshRooms();
-    resetLog($("event-table").tBodies[0], snap.events, "eventSeq", eventRow);
+    if (state.eventKind) reloadEvents();
+    else resetLog($("event-table").tBodies[0], snap.events, "eventSeq", eventRow);
     resetLog($("audit-table").tBodies[0], snap.audit, "auditSeq", auditRow);
   }
 
@@ -353,7 +370,7 @@
     if (delta.totals || delta.rates) renderTotals(delta.totals, delta.rates);
     if (delta.health) renderHealth(delta.health);
     if (delta.nodes) renderNodes(delta.nodes);
-    if (delta.events) prependLog($("event-table").tBodies[0], delta.events, "eventSeq", null, eventRow);
+    if (delta.events) prependLog($("event-table").tBodies[0], delta.events.filter(shownEvent), "eventSeq", null, eventRow);
     if (delta.audit) prependLog($("audit-table").tBodies[0], delta.audit, "auditSeq", null, auditRow);
     if (delta.connections) refreshConnections();
     if (delta.rooms && state.tab === "rooms") refreshRooms();
@@ -434,6 +451,10 @@
     $("conn-user").addEventListener("input", debounce(() => {
       state.conn.user = $("conn-user").value.trim(); state.conn.offset = 0; refreshConnections();
     }, 250));
+    $("event-kind").addEventListener("change", () => {
+      state.eventKind = $("event-kind").value;
+      reloadEvents();
+    });
     $("room-search").addEventListener("input", debounce(() => {
       state.rooms.q = $("room-search").value; state.rooms.offset = 0; refreshRooms();
     }, 250));

@@ -11,10 +11,17 @@ receives it through ``Server.run(sockets=[...])`` and the raw websockets server 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
+import json
 import os
 import resource
+import signal
 import socket
 import sys
+import time
+import tracemalloc
+from collections import Counter
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +53,131 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+PROBE_DIR_ENV = "WSBENCH_PROBE_DIR"
+"""Set by ``bench/idle_memory.py``: the directory where a server writes its heap probes."""
+PROBE_FRAMES_ENV = "WSBENCH_PROBE_FRAMES"
+
+
+def memory_probe(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """With ``WSBENCH_PROBE_DIR`` set: trace Python allocations from now on, and on
+    ``SIGUSR1`` write (after a full collection) a tracemalloc snapshot
+    (``snap-<k>.pickle``) and the live objects by type (``types-<k>.txt``: type, count,
+    ``sys.getsizeof`` total), then ``done-<k>``. Without it, nothing. ``loop``: register
+    the handler on that running loop (a server that never returns to Python while idle,
+    like the raw one on uvloop, runs a plain signal handler only when woken)."""
+    where = os.environ.get(PROBE_DIR_ENV)
+    if not where:
+        return
+    tracemalloc.start(int(os.environ.get(PROBE_FRAMES_ENV, "12")))
+    taken = [0]
+
+    def probe(signum: int, frame: Any) -> None:
+        k = taken[0]
+        taken[0] += 1
+        gc.collect()
+        tracemalloc.take_snapshot().dump(os.path.join(where, f"snap-{k}.pickle"))
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        with open(os.path.join(where, f"types-{k}.txt"), "w") as out:
+            for name, count in counts.items():
+                out.write(f"{name}\t{count}\t{sizes[name]}\n")
+        open(os.path.join(where, f"done-{k}"), "w").close()
+
+    if loop is not None:
+        loop.add_signal_handler(signal.SIGUSR1, probe, signal.SIGUSR1, None)
+    else:
+        signal.signal(signal.SIGUSR1, probe)
+
+
+LAG_FILE_ENV = "WSBENCH_LAG_FILE"
+"""Set by ``bench/admin_dashboard.py``: where a server writes its event-loop lag."""
+LAG_TICK = 0.005
+
+
+class LagMonitor:
+    """Event-loop lag and garbage-collection pauses of this process.
+
+    A task sleeps ``LAG_TICK`` seconds over and over; how much later than asked it wakes is
+    the time the loop was blocked (a slow callback, a collection). ``gc.callbacks`` time
+    every collection by generation. ``SIGUSR2`` writes a summary of what was seen since
+    the previous one to ``path`` (then ``path`` + ``.done``) and starts afresh (the first
+    time after a full collection, so a phase's full collections are its own).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lags: list[float] = []
+        self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+        self._since = time.monotonic()
+        self._writes = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        gc.callbacks.append(self._on_gc)
+        loop.add_signal_handler(signal.SIGUSR2, self.dump)
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            self.lags.append(max(0.0, loop.time() - before - LAG_TICK))
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.collections[info["generation"]].append(time.perf_counter() - self._started)
+
+    def summary(self) -> dict[str, Any]:
+        lags = sorted(self.lags)
+
+        def pick(q: float) -> float:
+            return 1000 * lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
+
+        return {
+            "seconds": time.monotonic() - self._since,
+            "samples": len(lags),
+            "lag_max_ms": 1000 * lags[-1] if lags else 0.0,
+            "lag_p99_ms": pick(0.99),
+            "lag_p999_ms": pick(0.999),
+            "over_20ms": sum(1 for lag in lags if lag > 0.020),
+            "gc": {str(gen): {"count": len(times), "max_ms": 1000 * max(times, default=0.0),
+                              "total_ms": 1000 * sum(times)}
+                   for gen, times in self.collections.items()},
+            "gc_objects": len(gc.get_objects()),
+            "gc_frozen": gc.get_freeze_count(),
+            "gc_threshold": gc.get_threshold(),
+        }
+
+    def dump(self) -> None:
+        summary = self.summary()
+        if self._writes == 0:  # the end of the connection storm: start every phase without
+            gc.collect()  # the growth it left pending (which would trigger a full collection)
+        self.lags = []
+        self.collections = {0: [], 1: [], 2: []}
+        self._since = time.monotonic()
+        self._writes += 1
+        with open(self.path, "w") as out:
+            json.dump(summary, out)
+        open(f"{self.path}.done{self._writes}", "w").close()
+
+
+def lag_monitor() -> LagMonitor | None:
+    """A :class:`LagMonitor` when ``WSBENCH_LAG_FILE`` is set (start it on the loop); with
+    ``WSBENCH_GC_THRESHOLD`` (``"700,10,10"``) the collector's thresholds are set too."""
+    thresholds = os.environ.get("WSBENCH_GC_THRESHOLD")
+    if thresholds:
+        gc.set_threshold(*(int(t) for t in thresholds.split(",")))
+    path = os.environ.get(LAG_FILE_ENV)
+    return LagMonitor(path) if path else None
+
+
 def raise_fd_limit() -> int:
     """Lift the soft RLIMIT_NOFILE to the hard limit (5,000+ connections need it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -72,6 +204,7 @@ def run_uvicorn(app: Any, args: argparse.Namespace) -> None:
     """Serve ``app`` on a socket from :func:`listen_socket`: with the shared uvicorn
     settings, or with hypercorn (``--server hypercorn``) on uvloop at its defaults."""
     raise_fd_limit()
+    memory_probe()
     sock = listen_socket(args.host, args.port, args.sndbuf)
     if getattr(args, "server", "uvicorn") == "hypercorn":
         run_hypercorn(app, sock)

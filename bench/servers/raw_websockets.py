@@ -7,6 +7,7 @@ room (the sender included), like the naive manager.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -16,7 +17,7 @@ import uvloop
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench.servers._common import listen_socket, parser, raise_fd_limit
+from bench.servers._common import listen_socket, memory_probe, parser, raise_fd_limit
 
 ROOMS: dict[str, set[ServerConnection]] = {}
 
@@ -39,6 +40,7 @@ async def handler(ws: ServerConnection) -> None:
 
 
 async def main(host: str, port: int, sndbuf: int) -> None:
+    memory_probe(asyncio.get_running_loop())
     sock = listen_socket(host, port, sndbuf)
     async with serve(handler, sock=sock, max_size=2**20) as server:
         await server.serve_forever()

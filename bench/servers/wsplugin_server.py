@@ -12,15 +12,18 @@ cost of typed messages, validated once per publish.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from fastapi import FastAPI
 
-from bench.servers._common import parser, run_uvicorn
+from bench.servers._common import lag_monitor, parser, run_uvicorn
 
 
 def manager_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,10 +63,19 @@ def typed_room() -> Any:
     return RoomOptions(client_publish=True, publish=Stamp, message=Stamp)
 
 
+@contextlib.asynccontextmanager
+async def bench_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Starts the event-loop lag monitor when ``WSBENCH_LAG_FILE`` is set."""
+    monitor = lag_monitor()
+    if monitor is not None:
+        monitor.start(asyncio.get_running_loop())
+    yield
+
+
 def build_app(args: argparse.Namespace) -> FastAPI:
     from wsplugin import install_ws_manager
 
-    app = FastAPI()
+    app = FastAPI(lifespan=bench_lifespan)
     install_ws_manager(app, **manager_options(args))
     return app
 

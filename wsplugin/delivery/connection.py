@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplugin.counters import Counters
@@ -390,28 +391,10 @@ class Connection:
         """The task that reads this connection (aborted if a close is never answered)."""
         self.inbound.task = task
 
-    async def receive(self) -> str | bytes | None:
-        """The next frame from the client, or ``None`` once the connection has ended."""
-        inbound = self.inbound
-        while not inbound.aborting:
-            message = await inbound.next_event()
-            if message is None:  # the socket is gone, or the read was aborted
-                self.disconnected(1006)
-                return None
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                self.disconnected(message.get("code"))
-                return None
-            if kind != "websocket.receive" or self.closed:
-                continue
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            refusal = inbound.refusal(data)
-            if refusal is None:
-                return data
-            self.close(*refusal)
-        return None
+    def receive(self) -> Coroutine[Any, Any, str | bytes | None]:
+        """``await conn.receive()``: the next frame from the client, or ``None`` once the
+        connection has ended (:meth:`wsplugin.delivery.inbound.Inbound.read`)."""
+        return self.inbound.read(self)
 
     def info(self) -> ConnectionInfo:
         return ConnectionInfo(

@@ -106,9 +106,17 @@ class Library:
     """The attribute holding the server's negotiated window bits."""
     switch: str
     """The attribute that turns context takeover off for what the server sends."""
-    fresh_at_start: bool
-    """True: the library makes a new compressor when a message starts (websockets); False:
-    when one ends (wsproto), so the compressor it holds now is dropped by :meth:`share`."""
+    compressor: str
+    """The attribute holding the compressor of what the server sends. With context
+    takeover off, the library makes a new one for every message it compresses (websockets:
+    when a message starts; wsproto: when the attribute is ``None``), so :meth:`standalone`
+    drops the one made at the handshake."""
+    inbound_switch: str | None = None
+    """The attribute that says the client compresses without context takeover, if the
+    extension exists before the handshake's answer is sent (websockets: uvicorn
+    negotiates when the request arrives and sends the answer at ``accept``)."""
+    decompressor: str = ""
+    """The attribute holding the inflater of what the client sends."""
 
     def negotiated_bits(self, extensions: list[Any]) -> int | str:
         """The window bits of a connection whose only negotiated extension is
@@ -126,16 +134,43 @@ class Library:
             return f"{self.name}'s PerMessageDeflate changed ({self.bits}, {self.switch})"
         return bits
 
-    def share(self, extension: Any, bits: int) -> tuple[str, Encoder]:
+    def standalone(self, extension: Any) -> None:
         """Make uvicorn's own compressor on this connection context-free (see the module
-        docstring) and return the cache key and encoder of the shared frames of ``bits``."""
+        docstring) and drop the one it holds: every message uvicorn compresses from now on
+        gets a fresh compressor, released when the message ends, so an idle connection
+        holds no deflate state (about 39 KB with websockets' settings in uvicorn)."""
         setattr(extension, self.switch, True)
-        if not self.fresh_at_start:
-            extension._compressor = None
+        setattr(extension, self.compressor, None)
+
+    def share(self, extension: Any, bits: int) -> tuple[str, Encoder]:
+        """:meth:`standalone`, and the cache key and encoder of the shared frames of
+        ``bits``."""
+        self.standalone(extension)
         return encoder(bits)
+
+    def client_standalone(self, extension: Any, answer: object) -> str | None:
+        """Before the handshake's answer is sent: the answer's ``Sec-WebSocket-Extensions``
+        with ``client_no_context_takeover`` added (RFC 7692 section 7.1.1.2: a server may
+        include it in any answer), the negotiated ``extension`` switched to match and its
+        inflater dropped. The client then compresses each message on its own and the
+        server keeps no inflater between messages (websockets makes one per compressed
+        message and drops it at the message's end). ``None``: not applicable (another
+        library, an unexpected answer), nothing changed."""
+        switch = self.inbound_switch
+        if switch is None or not isinstance(answer, str) or "," in answer \
+                or not answer.startswith("permessage-deflate") \
+                or not isinstance(getattr(extension, switch, None), bool):
+            return None
+        if not getattr(extension, switch):
+            setattr(extension, switch, True)
+            answer += "; client_no_context_takeover"
+        if hasattr(extension, self.decompressor):
+            delattr(extension, self.decompressor)
+        return answer
 
 
 WEBSOCKETS = Library("websockets", PerMessageDeflate, "local_max_window_bits",
-                     "local_no_context_takeover", fresh_at_start=True)
+                     "local_no_context_takeover", "encoder", "remote_no_context_takeover",
+                     "decoder")
 WSPROTO = Library("wsproto", WsprotoDeflate, "server_max_window_bits",
-                  "server_no_context_takeover", fresh_at_start=False)
+                  "server_no_context_takeover", "_compressor")

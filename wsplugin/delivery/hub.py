@@ -10,8 +10,9 @@ flushed by one :class:`FlushQueue` callback.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Generic, Protocol, TypeVar, overload
 
 from wsplugin.types import ASGIMessage, DropCounter
 
@@ -47,6 +48,41 @@ class Room(Generic[M]):
         self.dropped = 0
 
 
+class NewestFirst(Sequence[M]):
+    """The hub's connections, last connected first, without copying them: its length is
+    the hub's, a slice walks only as far as it reaches (``[0:50]`` reads 50 of 20,000).
+    A view: it follows the hub as connections come and go."""
+
+    __slots__ = ("_connections",)
+
+    def __init__(self, connections: Mapping[str, M]) -> None:
+        self._connections = connections
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[M]:
+        return reversed(self._connections.values())  # type: ignore[call-overload,no-any-return]
+
+    @overload
+    def __getitem__(self, index: int) -> M: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[M]: ...
+
+    def __getitem__(self, index: int | slice) -> M | list[M]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return list(self)[index]
+            return list(itertools.islice(iter(self), start, max(start, stop)))
+        if index < 0:
+            index += len(self)
+        for conn in itertools.islice(iter(self), index, index + 1):
+            return conn
+        raise IndexError(index)
+
+
 class Hub(Generic[M]):
     __slots__ = ("connections", "rooms", "users")
 
@@ -61,6 +97,10 @@ class Hub(Generic[M]):
         user_id = conn.user_id
         if user_id is not None:
             self.users.setdefault(user_id, {})[conn.id] = conn
+
+    def newest_first(self) -> NewestFirst[M]:
+        """Every local connection, last connected first (a view, see :class:`NewestFirst`)."""
+        return NewestFirst(self.connections)
 
     def of_user(self, user_id: str) -> tuple[M, ...]:
         """The local connections of ``user_id`` (a snapshot: safe to close them while looping)."""

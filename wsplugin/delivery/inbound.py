@@ -1,7 +1,7 @@
 """The reading side of one connection: the ASGI ``receive``, the task blocked in it, limits.
 
 A close the client never answers must not leave its reader blocked forever: :meth:`abort`
-makes a reader blocked in ``receive`` return instead (see :meth:`Inbound.next_event`).
+makes a reader blocked in ``receive`` return instead (see :meth:`Inbound.read`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplugin.protocol import CloseCode
 from wsplugin.types import ASGIMessage, ASGIReceive
@@ -19,6 +19,23 @@ if TYPE_CHECKING:
     from wsplugin.counters import Counters
 
 logger = logging.getLogger("wsplugin")
+
+
+class Reader(Protocol):
+    """What :meth:`Inbound.read` tells the connection it reads for."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def disconnected(self, code: int | None) -> None:
+        """The client closed or vanished."""
+
+    def close(self, code: int, reason: str) -> None:
+        """A frame broke a limit: close from the server side."""
+
+
+GONE: ASGIMessage = {"type": "websocket.disconnect", "code": 1006}
+"""What a read that failed or was aborted counts as: the socket is gone."""
 
 
 class Inbound:
@@ -38,27 +55,45 @@ class Inbound:
         self._bucket = TokenBucket(*rate) if rate is not None else None
         self.messages = self.bytes = 0
 
-    async def next_event(self) -> ASGIMessage | None:
-        """The next ASGI event, or ``None`` if the socket is gone or the read was aborted."""
+    async def read(self, reader: Reader) -> str | bytes | None:
+        """The next accepted frame for ``reader`` (its connection), or ``None`` once the
+        connection has ended (the client closed or vanished: ``reader.disconnected``; a
+        frame broke a limit: ``reader.close``). One coroutine for all of it: an idle
+        connection's reader waits in here, and every frame it keeps suspended is memory."""
         if self.task is None:
             self.task = asyncio.current_task()
-        self._in_receive = True
-        try:
-            return await self._receive()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self.aborting and task is not None:
+        while not self.aborting:
+            self._in_receive = True
+            try:
+                message: ASGIMessage = await self._receive()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self.aborting or task is None:
+                    raise
                 task.uncancel()
+                message = GONE
+            except Exception as exc:  # uvicorn raises once the socket is gone
+                logger.debug("receive failed: %r", exc)
+                message = GONE
+            finally:
+                self._in_receive = False
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                reader.disconnected(message.get("code"))
                 return None
-            raise
-        except Exception as exc:  # uvicorn raises once the socket is gone
-            logger.debug("receive failed: %r", exc)
-            return None
-        finally:
-            self._in_receive = False
+            if kind != "websocket.receive" or reader.closed:
+                continue
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            refusal = self.refusal(data)
+            if refusal is None:
+                return data
+            reader.close(*refusal)
+        return None
 
     def abort(self) -> None:
-        """Make a reader blocked in :meth:`next_event` return ``None``."""
+        """Make a reader blocked in :meth:`read` return ``None``."""
         self.aborting = True
         task = self.task
         if task is not None and not task.done() and self._in_receive:

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsplugin.delivery import deflate as _deflate
 from wsplugin.delivery.asgi_writer import ASGIWriter
-from wsplugin.delivery.writer import Compression, InFlight, Resume, WriterOwner
+from wsplugin.delivery.shortcut import Shortcut
+from wsplugin.delivery.writer import Compression, FastPath, InFlight, Resume, WriterOwner
 from wsplugin.types import ASGIMessage, ASGISend, DropCounter
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ RAW_SEND_KEY = "wsplugin.raw_send"
 DIRECT_KEY = "wsplugin.send_direct"
 """Set by the probe: True when the send reaching the app's routes is the server's own."""
 FRAME_KEY = "wsplugin.frame"
+EXTENSIONS = "Sec-WebSocket-Extensions"
 SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 WSPROTO_MODULE = "uvicorn.protocols.websockets.wsproto_impl"
 
@@ -91,6 +94,11 @@ class Flavour:
     offered_too: bool = False
     """The list holds every extension the server offered, negotiated or not (wsproto):
     only the enabled ones count."""
+    handshake_answer: str = ""
+    """The protocol's attribute holding the handshake's answer, read by uvicorn only until
+    the answer is sent (websockets-sansio: ``response``, ~1.2 KB with its headers): the
+    fast path lets it go. ``tests/test_uvicorn_canary.py`` fails if uvicorn reads it
+    anywhere else."""
 
     def state_holder(self, protocol: Any) -> Any:
         return _follow(protocol, self.state_path)
@@ -109,7 +117,8 @@ def _follow(start: Any, path: tuple[str, ...]) -> Any:
     return start
 
 
-SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",))
+SANSIO = Flavour("websockets-sansio", _deflate.WEBSOCKETS, _OPEN, ("conn",), ("extensions",),
+                 handshake_answer="response")
 WSPROTO = Flavour("wsproto", _deflate.WSPROTO, _WSPROTO_OPEN, ("conn", "connection"),
                   ("_proto", "extensions"), offered_too=True)
 PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
@@ -118,31 +127,45 @@ PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
 
 # ---------------------------------------------------------------- capturing the send
 class RawSendMiddleware:
-    """Outermost: remember the server's own ``send`` in the scope of websocket connections."""
+    """Outermost: remember the server's own ``send`` in the scope of websocket connections
+    (and, in an app without middleware of its own, take the managed route's shortcut)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, shortcut: Shortcut | None = None) -> None:
         self.app = app
+        self.shortcut = shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
+            if self.shortcut is not None \
+                    and (route := self.shortcut.app_for(scope)) is not None:
+                scope[DIRECT_KEY] = True  # no middleware in between
+                await route(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
 class SendProbe:
-    """Innermost user middleware: is the ``send`` here still the server's own?"""
+    """Innermost user middleware: is the ``send`` here still the server's own? (And the
+    managed route's shortcut, see :mod:`wsplugin.delivery.shortcut`.)"""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, shortcut: Shortcut | None = None) -> None:
         self.app = app
+        self.shortcut = shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
+            if self.shortcut is not None \
+                    and (route := self.shortcut.app_for(scope)) is not None:
+                await route(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
-def capture_server_send(app: Starlette) -> bool:
-    """Wrap the middleware stack ``app`` builds at its first request (see the docstring).
+def capture_server_send(app: Starlette, managed: WebSocketRoute | None = None) -> bool:
+    """Wrap the middleware stack ``app`` builds at its first request (see the docstring);
+    with ``managed``, the route that gets the shortcut past the framework's own layers.
 
     False if the stack is already built (the app started): then the ASGI path is used.
     """
@@ -152,12 +175,13 @@ def capture_server_send(app: Starlette) -> bool:
 
     def build_with_capture() -> ASGIApp:
         user = app.user_middleware
-        app.user_middleware = [*user, Middleware(SendProbe)]
+        shortcut = None if managed is None else Shortcut(app.router, managed)
+        app.user_middleware = [*user, Middleware(SendProbe, shortcut if user else None)]
         try:
             stack = build()
         finally:
             app.user_middleware = user
-        return RawSendMiddleware(stack)
+        return RawSendMiddleware(stack, None if user else shortcut)
 
     app.build_middleware_stack = build_with_capture  # type: ignore[method-assign]
     return True
@@ -249,9 +273,39 @@ def uvicorn_writer(
             or protocol.transport.is_closing()):
         return None, ""
     writer = UvicornWriter(owner, send, protocol, flavour)
+    if flavour.handshake_answer and getattr(protocol, "handshake_complete", None) is True:
+        setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
     if bits and compression is not False:
         writer.frame_key, writer.encode = flavour.library.share(extensions[0], bits)
+    elif bits:  # plain frames from wsplugin; uvicorn's own stand alone, no state held
+        flavour.library.standalone(extensions[0])
     return writer, ""
+
+
+def before_accept(scope: Any, fast_path: FastPath = "auto") -> bool:
+    """Call just before accepting a websocket: on uvicorn's websockets-sansio protocol, a
+    client that negotiated permessage-deflate is answered ``client_no_context_takeover``
+    too, so the connection keeps no inflater between the client's messages (see
+    :meth:`wsplugin.delivery.deflate.Library.client_standalone`). True if it was done;
+    anything else (``fast_path=False``, another server, wsproto, where the extension is
+    only made when the answer is sent) is left as it is."""
+    protocol: Any = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
+    flavour = PROTOCOLS.get(type(protocol).__module__)
+    if flavour is None or fast_path is False or flavour.library.inbound_switch is None \
+            or getattr(protocol, "handshake_complete", None) is not False:
+        return False
+    headers = getattr(getattr(protocol, "response", None), "headers", None)
+    extensions = flavour.extensions(flavour.state_holder(protocol))
+    if headers is None or not isinstance(extensions, list) \
+            or not isinstance(flavour.library.negotiated_bits(extensions), int) \
+            or not extensions:
+        return False
+    answer = flavour.library.client_standalone(extensions[0], headers.get(EXTENSIONS))
+    if answer is None:
+        return False
+    del headers[EXTENSIONS]
+    headers[EXTENSIONS] = answer
+    return True
 
 
 # ---------------------------------------------------------------- writing
@@ -263,8 +317,8 @@ class UvicornWriter:
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
     still one message per frame. The common case, one frame per iteration, allocates
     nothing. When the transport is paused or the socket is closing, a message takes the
-    ASGI-writer path (``paused``, an :class:`ASGIWriter` whose ``send`` is
-    :meth:`send_frame`): it waits for the transport, then writes the same prebuilt frame
+    ASGI-writer path (:meth:`paused`, an :class:`ASGIWriter` whose ``send`` is
+    :meth:`send`): it waits for the transport, then writes the same prebuilt frame
     (or reports the closed socket).
 
     The frame bytes come from the shared message's cache under ``frame_key`` (built by
@@ -273,6 +327,7 @@ class UvicornWriter:
     """
 
     __slots__ = (
+        "_paused",
         "asgi_send",
         "encode",
         "flavour",
@@ -283,9 +338,7 @@ class UvicornWriter:
         "held_room",
         "open",
         "owner",
-        "paused",
         "protocol",
-        "send",
         "state",
         "transport",
         "writable",
@@ -295,8 +348,7 @@ class UvicornWriter:
                  flavour: Flavour = SANSIO) -> None:
         self.owner = owner
         self.asgi_send = send
-        self.send: ASGISend = self.send_frame
-        self.paused = ASGIWriter(owner, self.send_frame)
+        self._paused: ASGIWriter | None = None  # made when the transport first pushes back
         self.protocol = protocol
         self.flavour = flavour
         self.state = flavour.state_holder(protocol)  # its ``state`` is ``open`` while open
@@ -310,6 +362,13 @@ class UvicornWriter:
         self.held_extra: list[tuple[bytes, DropCounter | None]] | None = None
         self.held_bytes = 0
 
+    def paused(self) -> ASGIWriter:
+        """The writer of messages that must wait for the transport (see the class)."""
+        paused = self._paused
+        if paused is None:
+            paused = self._paused = ASGIWriter(self.owner, self.send)
+        return paused
+
     def is_open(self) -> bool:
         """The websocket is open and its transport is not closing."""
         return not (self.protocol.close_sent or self.state.state is not self.open
@@ -319,7 +378,7 @@ class UvicornWriter:
         # the same test as is_open(), inlined: this runs once per recipient
         if (not self.writable.is_set() or self.protocol.close_sent
                 or self.state.state is not self.open or self.transport.is_closing()):
-            return self.paused.write(message, size, room)
+            return self.paused().write(message, size, room)
         frame = message.get(self.frame_key)
         if frame is None:
             frame = self.encode(message)
@@ -341,7 +400,7 @@ class UvicornWriter:
 
     def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
         if not self.writable.is_set() or not self.is_open():
-            return self.paused.write_batch(message, size, rooms)
+            return self.paused().write_batch(message, size, rooms)
         frame = message.get(self.frame_key)
         self.transport.write(self.encode(message) if frame is None else frame)
         self.owner.count_sent(len(rooms), size)
@@ -377,7 +436,7 @@ class UvicornWriter:
         self.transport.write(b"".join([first, *(frame for frame, _ in extra)]))
         self.owner.count_sent(1 + len(extra), self.held_bytes)
 
-    async def send_frame(self, message: ASGIMessage) -> None:
+    async def send(self, message: ASGIMessage) -> None:
         """The ``send`` of the paused path and the drain task: a data message is written as
         this writer's own frame once the transport is writable; anything else (the close
         frame) goes to the ASGI ``send``."""

@@ -17,10 +17,10 @@ variant, never per recipient. A writer that negotiates something per connection
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Literal, Protocol, TypeAlias
 
-from wsplugin.types import ASGIMessage, ASGISend, DropCounter
+from wsplugin.types import ASGIMessage, DropCounter
 
 FastPath: TypeAlias = Literal["auto"] | bool
 """The ``fast_path`` setting: ``"auto"`` (or ``True``) where it is safe, ``False`` never."""
@@ -52,8 +52,8 @@ class FrameWriter(Protocol):
     is returned by :meth:`discard` (and counted as dropped by the connection).
     """
 
-    send: ASGISend
-    """The ASGI ``send``: awaited by the connection's drain task and for the close frame."""
+    def send(self, message: ASGIMessage) -> Awaitable[None]:
+        """The ASGI ``send``: awaited by the connection's drain task and for the close frame."""
 
     def write(self, message: ASGIMessage, size: int, room: DropCounter | None) -> Resume | None:
         """Write (or hold until :meth:`flush`) one shared message of ``size`` bytes.

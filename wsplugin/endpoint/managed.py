@@ -20,6 +20,7 @@ from wsplugin.auth.tokens import Grant, TokenAuth, TokenError
 from wsplugin.backends.history_store import PublishDone
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
+from wsplugin.delivery.uvicorn_writer import before_accept
 from wsplugin.endpoint.authenticate import Authenticator, Refused
 from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
 from wsplugin.endpoint.positions import command_position, query_position
@@ -94,6 +95,7 @@ class ManagedEndpoint:
         claim: Claim, grant: Grant | None = None,
     ) -> None:
         try:
+            before_accept(websocket.scope, self.manager.settings.fast_path)
             await websocket.accept()
             try:
                 await self.manager.start()
@@ -174,6 +176,7 @@ class ManagedEndpoint:
         """Accept, then nothing but ``{"type":"connect","token":...}`` within
         ``auth_timeout``; a refusal that needs the token's user closes 4003."""
         settings = self.manager.settings
+        before_accept(websocket.scope, settings.fast_path)
         await websocket.accept()
         try:
             try:

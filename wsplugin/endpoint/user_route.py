@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from wsplugin.delivery.uvicorn_writer import before_accept
 from wsplugin.endpoint.shutdown import abandon_later, going_away
 from wsplugin.protocol import CloseCode
 from wsplugin.types import ASGIReceive, ASGISend, Data, Identity
@@ -99,6 +100,7 @@ class UserConnection:
             await self._refuse()
         try:
             if websocket.client_state == WebSocketState.CONNECTING:
+                before_accept(websocket.scope, self.manager.settings.fast_path)
                 await websocket.accept()
             await self.manager.start()
             conn = self.manager.open_connection(websocket, websocket.send, websocket.receive,

@@ -1,0 +1,137 @@
+"""An idle connection's Python allocations stay within a budget: 500 connections held by
+a client process against a real uvicorn server in this process, traced with tracemalloc
+(only the server's allocations: the clients live in another process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT, ThreadServer
+from tests.ws_helpers import serve, uvicorn_ws, wait_until
+from wsplugin import History, Presence, WebSocketManager
+
+__all__ = ["uvicorn_ws"]
+
+CONNECTIONS = 500
+WARM = 10
+
+BUDGET = {"plain": 21_000, "deflate": 22_000}
+"""Traced bytes per idle connection in a plain room, by the client's offer (none, or
+Chromium's permessage-deflate). Set from the measurement (2026-12-06, Python 3.11,
+uvicorn 0.54, websockets 17.4, FastAPI 0.165): 19,856 / 20,962 bytes under
+websockets-sansio, 20,184 / 20,669 under wsproto (the same in every run: allocations, not
+timings), plus ~5 %, so a regression of about a kilobyte per connection fails here. Before
+this budget existed they were 28,300 / 76,000 (sansio). Where the bytes go:
+docs/benchmarks.md, "Idle memory: where the bytes go"."""
+
+OTHER_ROOMS: dict[str, Any] = {
+    "presence": {"other-*": Presence()},
+    "history": {"other-*": History(size=100, ttl=60)},
+}
+"""Room features configured for rooms other than the measured one: a plain room must pay
+nothing for them."""
+
+
+class IdleClients:
+    """``n`` idle clients in a child process (``tests/idle_clients.py``)."""
+
+    def __init__(self, url: str, n: int, deflate: bool) -> None:
+        cmd = [sys.executable, "-m", "tests.idle_clients", url, str(n)]
+        self.proc = subprocess.Popen([*cmd, *(["--deflate"] if deflate else [])], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def ready(self) -> None:
+        """Wait until every client is open (without blocking this thread's loop)."""
+        assert self.proc.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+        assert line.startswith("ready"), f"the idle clients failed: {line!r}"
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def idle_clients(url: str, n: int, deflate: bool) -> AsyncIterator[IdleClients]:
+    clients = IdleClients(url, n, deflate)
+    try:
+        await clients.ready()
+        yield clients
+    finally:
+        clients.close()
+
+
+async def connections(manager: WebSocketManager) -> int:
+    return len(manager.hub.connections)
+
+
+async def traced_per_connection(server: ThreadServer, manager: WebSocketManager, room: str,
+                                deflate: bool) -> tuple[float, list[Any]]:
+    """Bytes allocated (and still held) per idle connection; the top allocation sites."""
+    url = f"{server.ws_url}/ws/{room}"
+    async with idle_clients(url, WARM, deflate):
+        await wait_until(lambda: _count(manager, WARM), what="warm-up connections")
+        gc.collect()
+        tracemalloc.start(8)
+        try:
+            before = tracemalloc.take_snapshot()
+            async with idle_clients(url, CONNECTIONS, deflate):
+                await wait_until(lambda: _count(manager, WARM + CONNECTIONS), 30,
+                                 what="idle connections")
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    stats = after.compare_to(before, "traceback")
+    total = sum(stat.size_diff for stat in stats)
+    return total / CONNECTIONS, stats[:40]
+
+
+async def _count(manager: WebSocketManager, n: int) -> bool:
+    return len(manager.hub.connections) >= n
+
+
+def report(per_connection: float, stats: list[Any]) -> str:
+    lines = [f"{per_connection:,.0f} bytes per connection"]
+    for stat in stats:
+        if abs(stat.size_diff) / CONNECTIONS < 40:
+            continue
+        frames = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}"
+                             for f in reversed(list(stat.traceback)[-4:]))
+        lines.append(f"{stat.size_diff / CONNECTIONS:8.0f}  {frames}")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("offer", ["plain", "deflate"])
+async def test_idle_connection_allocations(uvicorn_ws: str, offer: str) -> None:
+    """500 idle connections in one plain room: the server's Python allocations per
+    connection stay within :data:`BUDGET` (the failure lists where the bytes went)."""
+    with serve(ws=uvicorn_ws, rate_limit=None) as (server, manager):
+        per_connection, stats = await traced_per_connection(server, manager, "idle",
+                                                            offer == "deflate")
+    assert per_connection <= BUDGET[offer], report(per_connection, stats)
+
+
+@pytest.mark.timeout(120)
+async def test_features_of_other_rooms_cost_a_plain_room_nothing(uvicorn_ws: str) -> None:
+    """The same with presence and history configured for ``other-*`` rooms."""
+    with serve(ws=uvicorn_ws, rate_limit=None, **OTHER_ROOMS) as (server, manager):
+        per_connection, stats = await traced_per_connection(server, manager, "idle", False)
+    assert per_connection <= BUDGET["plain"], report(per_connection, stats)
