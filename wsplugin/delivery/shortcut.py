@@ -12,7 +12,9 @@ sees it, in order) or, when the app has no middleware of its own, from the outer
 Routing is the router's own: its routes are matched in order and the shortcut is taken
 only when the first full match is the managed route; the scope gets what the router would
 set (``router``, ``endpoint``, ``path_params``). When FastAPI's request telemetry is on
-(``fastapi.telemetry`` in the scope) the ordinary path is taken, so the route is reported.
+(``fastapi.telemetry`` in the scope) the ordinary path is taken, so the route is reported;
+so it is when the server's ``send`` is not a coroutine function (granian's is a native
+awaitable, which the framework's own layers turn into one: the writers step coroutines).
 """
 
 from __future__ import annotations

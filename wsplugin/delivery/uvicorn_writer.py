@@ -137,7 +137,7 @@ class RawSendMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
-            if self.shortcut is not None \
+            if self.shortcut is not None and inspect.iscoroutinefunction(send) \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 scope[DIRECT_KEY] = True  # no middleware in between
                 await route(scope, receive, send)
@@ -156,7 +156,7 @@ class SendProbe:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
-            if self.shortcut is not None \
+            if self.shortcut is not None and inspect.iscoroutinefunction(send) \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 await route(scope, receive, send)
                 return
