@@ -184,24 +184,38 @@ def test_the_hubs_newest_first_view_copies_nothing() -> None:
         view[11]
 
 
-def test_the_start_up_heap_is_frozen_once() -> None:
+GC_SCRIPT = """
+import gc, sys
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from wsplugin import install_ws_manager
+if sys.argv[2] != "default":
+    gc.set_threshold(*map(int, sys.argv[2].split(",")))
+app = FastAPI()
+install_ws_manager(app, admin_path=None, gc_tuning=sys.argv[1] == "on")
+print(gc.get_freeze_count(), *gc.get_threshold())
+with TestClient(app):
+    frozen = gc.get_freeze_count()
+    print(frozen, *gc.get_threshold())
+with TestClient(app):
+    print(gc.get_freeze_count() - frozen, *gc.get_threshold())
+"""
+
+
+@pytest.mark.parametrize(("tuning", "thresholds", "after"), [
+    ("on", "default", (50_000, 10, 10)),
+    ("on", "1000,10,10", (1000, 10, 10)),  # the app chose its own: kept
+    ("off", "default", (700, 10, 10)),
+])
+def test_the_collector_is_tuned_once_when_the_manager_starts(
+    tuning: str, thresholds: str, after: tuple[int, int, int],
+) -> None:
     """A fresh process: once the manager started, the app's objects are frozen out of the
-    collector's scans."""
-    script = (
-        "import gc\n"
-        "from fastapi import FastAPI\n"
-        "from fastapi.testclient import TestClient\n"
-        "from wsplugin import install_ws_manager\n"
-        "app = FastAPI()\n"
-        "install_ws_manager(app, admin_path=None)\n"
-        "print(gc.get_freeze_count())\n"
-        "with TestClient(app):\n"
-        "    frozen = gc.get_freeze_count()\n"
-        "    print(frozen)\n"
-        "with TestClient(app):\n"
-        "    print(gc.get_freeze_count() - frozen)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=True)
-    before, frozen, again = (int(line) for line in done.stdout.split())
-    assert before == 0 and frozen > 10_000 and again <= 0  # not frozen again
+    collector's scans and, unless the app set its own, the first threshold is raised."""
+    done = subprocess.run([sys.executable, "-c", GC_SCRIPT, tuning, thresholds], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = [[int(n) for n in line.split()] for line in done.stdout.splitlines()]
+    assert lines[0][0] == 0
+    assert (lines[1][0] > 10_000) is (tuning == "on")  # the start-up heap, frozen
+    assert lines[2][0] <= 0  # not frozen again by a second start
+    assert tuple(lines[1][1:]) == tuple(lines[2][1:]) == after

@@ -322,6 +322,10 @@ class Settings:
         16, "history recoveries one node runs at a time; others wait ``recovery_wait``")
     recovery_wait: float = _seconds(
         5.0, "seconds a recovery waits for a free slot before ``recovered: false``")
+    gc_tuning: bool = setting(
+        True, doc="when the manager starts: freeze the start-up heap out of the collector's "
+        "scans and, if the app kept Python's thresholds, raise the first to 50,000",
+        env=_parse_bool)
     compression: bool | Literal["auto"] = setting(
         "auto", doc="shared permessage-deflate where negotiated; ``False``: plain frames",
         env=_parse_auto_or_bool, check=_one_of("auto", True, False),

@@ -27,7 +27,7 @@ from wsplugin.delivery.connection import Connection
 from wsplugin.delivery.hub import FlushQueue, Hub
 from wsplugin.endpoint.user_route import UserConnection
 from wsplugin.events import EventBus
-from wsplugin.heap import freeze_startup
+from wsplugin.heap import tune as tune_gc
 from wsplugin.history import HistoryPage
 from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
@@ -126,7 +126,8 @@ class WebSocketManager:
             return
         self._started = True
         self._stopping = False
-        freeze_startup()  # full collections stop scanning the app's own objects
+        if self.settings.gc_tuning:
+            tune_gc()  # freeze the app's own objects; fewer promotions (wsplugin/heap.py)
         self.broker.attach_events(self.events)
         warn_if_memory_shared(self.settings.backend)
         self.streams.start()
