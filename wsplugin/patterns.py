@@ -8,8 +8,8 @@ is the one place room names are matched against them (see :mod:`wsplugin.rooms.t
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from wsplugin.protocol import ROOM_PATTERN
 
@@ -140,3 +140,35 @@ def example_room(text: str) -> str | None:
     ok = ROOM_PATTERN.fullmatch(name) is not None and all(
         fnmatch.fnmatchcase(name, g) for g in globs)
     return name if ok else None
+
+
+def pattern_map(value: Any, setting: str, kind: type[T],
+                fields: frozenset[str]) -> dict[str, T]:
+    """A setting that maps room patterns to ``kind`` instances (or dicts of its ``fields``),
+    checked: ``ValueError`` naming ``setting`` for anything else."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{setting} must map room patterns to {kind.__name__}(...)")
+    rules: dict[str, T] = {}
+    for pattern, spec in value.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"{setting} patterns must be non-empty strings, got {pattern!r}")
+        rules[pattern] = _one(spec, f"{setting}[{pattern!r}]", kind, fields)
+    return rules
+
+
+def _one(spec: Any, where: str, kind: type[T], fields: frozenset[str]) -> T:
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - fields
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+        spec = _build(kind, spec)
+    if not isinstance(spec, kind):
+        raise ValueError(f"{where} must be {kind.__name__}(...) or a dict, got {spec!r}")
+    return spec
+
+
+def _build(kind: Callable[..., T], fields: Mapping[str, Any]) -> T:
+    built: T = kind(**fields)
+    return built

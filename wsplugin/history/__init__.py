@@ -9,10 +9,10 @@ changes whenever the storage lost the stream). ``(epoch, offset)`` is a client's
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wsplugin.patterns import pattern_map
 from wsplugin.types import JSON
 
 META_TTL = 30 * 86400
@@ -103,23 +103,7 @@ class HistoryPage:
 
 def normalise_history(value: Any) -> dict[str, History]:
     """``{"orders-*": History(...)}``, or the same with dicts (``{"size": 100, "ttl": 300}``)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError("history must map room patterns to History(size=..., ttl=...)")
-    rules: dict[str, History] = {}
-    for pattern, spec in value.items():
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"history patterns must be non-empty strings, got {pattern!r}")
-        if isinstance(spec, Mapping):
-            unknown = set(spec) - {"size", "ttl", "meta_ttl"}
-            if unknown:
-                raise ValueError(f"history[{pattern!r}]: unknown field(s) {sorted(unknown)}")
-            spec = History(**spec)
-        if not isinstance(spec, History):
-            raise ValueError(f"history[{pattern!r}] must be History(...) or a dict, got {spec!r}")
-        rules[pattern] = spec
-    return rules
+    return pattern_map(value, "history", History, frozenset({"size", "ttl", "meta_ttl"}))
 
 
 def parse_history_env(raw: str) -> dict[str, History]:

@@ -11,9 +11,10 @@ docs/presence.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from wsplugin.patterns import pattern_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +67,8 @@ def normalise_presence(value: Any) -> dict[str, Presence]:
         value = [value]
     if isinstance(value, list | tuple):
         value = dict.fromkeys(value, Presence())
-    if not isinstance(value, Mapping):
-        raise ValueError("presence must map room patterns to Presence(...), or list patterns")
-    rules: dict[str, Presence] = {}
-    for pattern, spec in value.items():
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"presence patterns must be non-empty strings, got {pattern!r}")
-        if isinstance(spec, Mapping):
-            unknown = set(spec) - {"join_leave", "grace", "max_list"}
-            if unknown:
-                raise ValueError(f"presence[{pattern!r}]: unknown field(s) {sorted(unknown)}")
-            spec = Presence(**spec)
-        if not isinstance(spec, Presence):
-            raise ValueError(f"presence[{pattern!r}] must be Presence(...) or a dict, "
-                             f"got {spec!r}")
-        rules[pattern] = spec
-    return rules
+    return pattern_map(value, "presence", Presence,
+                       frozenset({"join_leave", "grace", "max_list"}))
 
 
 def parse_presence_env(raw: str) -> dict[str, Presence]:
