@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsplugin.delivery import deflate as _deflate
 from wsplugin.delivery.asgi_writer import ASGIWriter
@@ -140,7 +140,7 @@ class RawSendMiddleware:
             if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 scope[DIRECT_KEY] = True  # no middleware in between
-                await route(scope, receive, send)
+                await route(scope, receive, coroutine_send(send))
                 return
         await self.app(scope, receive, send)
 
@@ -158,9 +158,22 @@ class SendProbe:
             scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
             if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
-                await route(scope, receive, send)
+                await route(scope, receive, coroutine_send(send))
                 return
         await self.app(scope, receive, send)
+
+
+def coroutine_send(send: Send) -> Send:
+    """``send`` itself if it is a coroutine function, else a coroutine function awaiting it
+    (granian's is a native awaitable): what the framework's layers would have handed the
+    endpoint, and what the ASGI writer steps (see :mod:`wsplugin.delivery.asgi_writer`)."""
+    if inspect.iscoroutinefunction(send):
+        return send
+
+    async def sending(message: Message) -> None:
+        await send(message)
+
+    return sending
 
 
 def capture_server_send(app: Starlette, managed: WebSocketRoute | None = None) -> bool:
