@@ -66,6 +66,12 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     return {"prefix": settings.redis_prefix, "registry_ttl": settings.registry_ttl}
 
 
+def new_connection_id() -> str:
+    """32 random hex digits, like a UUID4's hex without building the UUID (a third of the
+    time: it is paid for every connection)."""
+    return os.urandom(16).hex()
+
+
 def _connected_at(conn: Connection) -> float:
     return conn.connected_at
 
@@ -184,7 +190,7 @@ class WebSocketManager:
         user (the managed endpoint checked it already; a user route learns it here).
         """
         limit = self.settings.max_connections_per_user
-        claim = Claim(uuid.uuid4().hex, None)
+        claim = Claim(new_connection_id(), None)
         if limit is None:
             return claim  # nothing to hold
         user = user_of(identity, self.settings.max_user_info_bytes)
@@ -232,7 +238,7 @@ class WebSocketManager:
         ``claim``: from :meth:`claim_slot` (its id becomes the connection's)."""
         remote, user_agent = _describe_client(websocket)
         user = user_of(identity, self.settings.max_user_info_bytes)  # BadUser (ValueError)
-        connection_id = uuid.uuid4().hex if claim is None else claim.connection_id
+        connection_id = new_connection_id() if claim is None else claim.connection_id
         conn = Connection(
             self, connection_id, send, receive, identity=identity, user=user, remote=remote,
             user_agent=user_agent, coalesce=coalesce or self.settings.coalesce,
