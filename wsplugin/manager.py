@@ -251,8 +251,9 @@ class WebSocketManager:
             if claim.user_id is not None:
                 self.user_slots.settle(claim.user_id, claim.connection_id)
         self.tally.accepted += 1  # metrics
-        self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
-                         detail=user_agent)
+        if self.events:
+            self.events.emit("connected", connection_id=conn.id, identity=conn.identity_text,
+                             detail=user_agent)
         self.broker.connection_opened(conn)
         return conn
 
@@ -261,8 +262,9 @@ class WebSocketManager:
         rooms = self.hub.remove(conn)
         self.streams.rooms_left(rooms)  # history rooms: forget what nobody here is in
         self.tally.closed(code)  # metrics
-        self.events.emit("disconnected", connection_id=conn.id, identity=conn.identity_text,
-                         detail=f"{code} {reason}".strip())
+        if self.events:
+            self.events.emit("disconnected", connection_id=conn.id,
+                             identity=conn.identity_text, detail=f"{code} {reason}".strip())
         if not self._stopping:  # stopping, the broker drops the whole node at once
             self.broker.connection_closed(conn, rooms)
             if self.tracker.active:
@@ -320,8 +322,9 @@ class WebSocketManager:
             return False
         if not joining:
             self.streams.rooms_left((room,))
-        self.events.emit("joined" if joining else "left", connection_id=conn.id, room=room,
-                         identity=conn.identity_text)
+        if self.events:
+            self.events.emit("joined" if joining else "left", connection_id=conn.id,
+                             room=room, identity=conn.identity_text)
         await self.broker.rooms_changed(conn)
         return True
 

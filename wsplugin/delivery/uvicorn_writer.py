@@ -163,11 +163,20 @@ class SendProbe:
         await self.app(scope, receive, send)
 
 
+_COROUTINE_FUNCTIONS: set[Any] = set()
+"""Functions (of bound-method sends) seen to be coroutine functions: checked once."""
+
+
 def coroutine_send(send: Send) -> Send:
     """``send`` itself if it is a coroutine function, else a coroutine function awaiting it
     (granian's is a native awaitable): what the framework's layers would have handed the
     endpoint, and what the ASGI writer steps (see :mod:`wsplugin.delivery.asgi_writer`)."""
+    function = getattr(send, "__func__", None)
+    if function is not None and function in _COROUTINE_FUNCTIONS:
+        return send
     if inspect.iscoroutinefunction(send):
+        if function is not None:
+            _COROUTINE_FUNCTIONS.add(function)
         return send
 
     async def sending(message: Message) -> None:
@@ -246,6 +255,22 @@ def check_protocol(protocol: Any, flavour: Flavour = SANSIO) -> str | None:
     return None
 
 
+_CHECKED: dict[tuple[type, type, type, Flavour], str | None] = {}
+""":func:`check_protocol` by the types of the objects it looks at: their structure is the
+same for every connection of a server, so it is checked once (it costs microseconds, and
+churn pays them on every connection)."""
+
+
+def checked_protocol(protocol: Any, holder: Any, flavour: Flavour) -> str | None:
+    """:func:`check_protocol`, once per kind of protocol, transport and connection."""
+    key = (type(protocol), type(getattr(protocol, "transport", None)), type(holder), flavour)
+    try:
+        return _CHECKED[key]
+    except KeyError:
+        missing = _CHECKED[key] = check_protocol(protocol, flavour)
+        return missing
+
+
 def server_send(scope: Any) -> ASGISend | None:
     """The server's own ``send`` of this connection when no middleware wraps it and it is
     a coroutine function (the ASGI writer steps the coroutine it returns; granian's is a
@@ -274,10 +299,10 @@ def uvicorn_writer(
         return None, f"the server ({module}) is not uvicorn's websockets-sansio or wsproto"
     if scope.get(DIRECT_KEY) is not True:
         return None, WRAPPED
-    missing = check_protocol(protocol, flavour)
+    holder = flavour.state_holder(protocol)
+    missing = checked_protocol(protocol, holder, flavour)
     if missing is not None:
         return None, f"uvicorn's internals changed: {missing} is missing"
-    holder = flavour.state_holder(protocol)
     extensions = flavour.extensions(holder)
     bits = flavour.library.negotiated_bits(extensions)
     if isinstance(bits, str):
@@ -285,7 +310,7 @@ def uvicorn_writer(
     if (protocol.close_sent or holder.state is not flavour.open_state
             or protocol.transport.is_closing()):
         return None, ""
-    writer = UvicornWriter(owner, send, protocol, flavour)
+    writer = UvicornWriter(owner, send, protocol, flavour, holder)
     if flavour.handshake_answer and getattr(protocol, "handshake_complete", None) is True:
         setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
     if bits and compression is not False:
@@ -304,14 +329,14 @@ def before_accept(scope: Any, fast_path: FastPath = "auto") -> bool:
     only made when the answer is sent) is left as it is."""
     protocol: Any = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
     flavour = PROTOCOLS.get(type(protocol).__module__)
-    if flavour is None or fast_path is False or flavour.library.inbound_switch is None \
-            or getattr(protocol, "handshake_complete", None) is not False:
+    if flavour is None or fast_path is False or flavour.library.inbound_switch is None:
         return False
-    headers = getattr(getattr(protocol, "response", None), "headers", None)
     extensions = flavour.extensions(flavour.state_holder(protocol))
-    if headers is None or not isinstance(extensions, list) \
-            or not isinstance(flavour.library.negotiated_bits(extensions), int) \
-            or not extensions:
+    if not extensions or not isinstance(extensions, list) \
+            or getattr(protocol, "handshake_complete", None) is not False:
+        return False  # the usual case: no extension negotiated
+    headers = getattr(getattr(protocol, "response", None), "headers", None)
+    if headers is None or not isinstance(flavour.library.negotiated_bits(extensions), int):
         return False
     answer = flavour.library.client_standalone(extensions[0], headers.get(EXTENSIONS))
     if answer is None:
@@ -358,13 +383,14 @@ class UvicornWriter:
     )
 
     def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any,
-                 flavour: Flavour = SANSIO) -> None:
+                 flavour: Flavour = SANSIO, holder: Any = None) -> None:
         self.owner = owner
         self.asgi_send = send
         self._paused: ASGIWriter | None = None  # made when the transport first pushes back
         self.protocol = protocol
         self.flavour = flavour
-        self.state = flavour.state_holder(protocol)  # its ``state`` is ``open`` while open
+        # its ``state`` is ``open`` while open
+        self.state = flavour.state_holder(protocol) if holder is None else holder
         self.open = flavour.open_state
         self.transport = protocol.transport
         self.writable = protocol.writable
