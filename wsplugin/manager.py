@@ -109,6 +109,7 @@ class WebSocketManager:
         self._last_publish_warning = 0.0
         self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
         self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
+        self.draining: set[Connection] = set()  # sockets that pushed back (the heartbeat's)
         self.streams = Streams(self)
         self.tracker = Tracker(self)  # presence rooms
 
@@ -166,11 +167,12 @@ class WebSocketManager:
             self.close_stalled()
 
     def close_stalled(self) -> int:
-        """Close (4008) connections whose writer made no progress for ``heartbeat_timeout``."""
+        """Close (4008) connections whose writer made no progress for ``heartbeat_timeout``
+        (only those whose socket pushed back can be stalled: idle ones cost nothing here)."""
         now = asyncio.get_running_loop().time()
         limit = self.settings.heartbeat_timeout
         closed = 0
-        for conn in list(self.hub.connections.values()):
+        for conn in list(self.draining):
             if conn.stalled_for(now) > limit:
                 self.counters.slow_closes += 1
                 self.events.emit("slow_close", connection_id=conn.id,
