@@ -21,7 +21,8 @@ The server's own ``send`` is captured outermost: :func:`capture_server_send` wra
 app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
 the innermost user-middleware position tells whether a middleware replaced ``send`` on the
 way in; if one did (it may log, measure or rewrite messages), the connection takes the
-ASGI path, so that middleware sees every frame, and a warning is logged once.
+ASGI path, so that middleware sees every frame, and a warning is logged once. The same two
+positions take the managed route's shortcut (:mod:`wsplugin.delivery.shortcut`).
 """
 
 from __future__ import annotations
