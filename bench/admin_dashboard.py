@@ -340,13 +340,14 @@ def run_lag(args: argparse.Namespace) -> dict[str, Any]:
 
 def lag_table(r: dict[str, Any]) -> str:
     lines = ["| dashboard | lag max | lag p99 | lag p99.9 | > 20 ms | full collections "
-             "(max) | objects tracked (frozen) |", "|---|---|---|---|---|---|---|"]
+             "(max) | objects tracked (frozen) | server CPU |", "|---|---|---|---|---|---|---|---|"]
     for name in ("closed", "open"):
         s = r[name]
         gc2 = s["gc"]["2"]
         lines.append(f"| {name} | {s['lag_max_ms']:.1f} ms | {s['lag_p99_ms']:.1f} ms | "
                      f"{s['lag_p999_ms']:.1f} ms | {s['over_20ms']} | {gc2['count']} "
-                     f"({gc2['max_ms']:.0f} ms) | {s['gc_objects']:,} ({s['gc_frozen']:,}) |")
+                     f"({gc2['max_ms']:.0f} ms) | {s['gc_objects']:,} ({s['gc_frozen']:,}) | "
+                     f"{s.get('cpu', 0):.2f} |")
     lines += ["", "| API read (while open) | slowest answer | asked |", "|---|---|---|"]
     lines += [f"| `{path}` | {v['max_ms']:.0f} ms | {v['count']} |"
               for path, v in r["api_slowest"].items()]

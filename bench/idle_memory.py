@@ -85,17 +85,39 @@ def site(frame: tracemalloc.Frame) -> str:
     return f"{'/'.join(parts)}:{frame.lineno}"
 
 
+def owner(traceback: tracemalloc.Traceback) -> str:
+    """Who an allocation belongs to, from its innermost frames (docs/benchmarks.md)."""
+    frames = list(traceback)
+    inner = frames[-1].filename
+    site_name = f"{os.path.basename(inner)}:{frames[-1].lineno}"
+    if site_name in ("permessage_deflate.py:72", "permessage_deflate.py:75"):
+        return "zlib compressor and inflater"
+    if "/wsplugin/" in inner:
+        return "wsplugin's own objects and coroutines"
+    if "/websockets/" in inner and ("http11.py" in inner or "datastructures.py" in inner):
+        return "handshake request and answer"
+    if any(x in inner for x in ("/starlette/", "/fastapi/", "contextlib.py")):
+        return "framework layers"
+    if any("/uvicorn/" in frame.filename for frame in frames[-3:]):
+        return "uvicorn's protocol (queue, events, scope, task, timers)"
+    if "/websockets/" in inner:
+        return "websockets' sans-I/O connection"
+    return "asyncio, h11/wsproto and the rest"
+
+
 def heap_breakdown(directory: str, n: int, top: int = 25) -> dict[str, Any]:
     """Heap growth per connection between probe 0 and 1: by site, package, object type."""
     before = tracemalloc.Snapshot.load(os.path.join(directory, "snap-0.pickle"))
     after = tracemalloc.Snapshot.load(os.path.join(directory, "snap-1.pickle"))
     by_site: collections.Counter[str] = collections.Counter()
     by_package: collections.Counter[str] = collections.Counter()
+    by_owner: collections.Counter[str] = collections.Counter()
     total = 0
     for diff in after.compare_to(before, "traceback"):
         innermost = diff.traceback[-1]  # a traceback runs from the oldest frame
         by_site[site(innermost)] += diff.size_diff
         by_package[package_of(innermost.filename)] += diff.size_diff
+        by_owner[owner(diff.traceback)] += diff.size_diff
         total += diff.size_diff
     types = {k: read_types(os.path.join(directory, f"types-{k}.txt")) for k in (0, 1)}
     by_type = {name: (count - types[0].get(name, (0, 0))[0], size - types[0].get(name, (0, 0))[1])
@@ -104,6 +126,7 @@ def heap_breakdown(directory: str, n: int, top: int = 25) -> dict[str, Any]:
         "traced_bytes_per_connection": total / n,
         "by_site": [(name, size / n) for name, size in by_site.most_common(top)],
         "by_package": [(name, size / n) for name, size in by_package.most_common()],
+        "by_owner": [(name, size / n) for name, size in by_owner.most_common()],
         "by_type": sorted(((name, count / n, size / n) for name, (count, size) in by_type.items()
                            if size > 0), key=lambda item: -item[2])[:top],
     }
@@ -185,7 +208,9 @@ def trace_report(row: dict[str, Any]) -> str:
         return f"{row['server']} {row['offer']}: FAILED {row.get('error')}"
     out = [f"### {row['server']}, {row['offer']}, n={row['n']:,}: "
            f"{row['traced_bytes_per_connection']:,.0f} traced bytes per connection",
-           "", "| package | bytes/conn |", "|---|---|"]
+           "", "| owner | bytes/conn |", "|---|---|"]
+    out += [f"| {name} | {size:,.0f} |" for name, size in row["by_owner"] if abs(size) >= 20]
+    out += ["", "| package | bytes/conn |", "|---|---|"]
     out += [f"| {name} | {size:,.0f} |" for name, size in row["by_package"] if abs(size) >= 20]
     out += ["", "| allocation site (innermost frame) | bytes/conn |", "|---|---|"]
     out += [f"| `{name}` | {size:,.0f} |" for name, size in row["by_site"] if abs(size) >= 20]

@@ -147,6 +147,7 @@ def cases(mode: str) -> list[Case]:
         closed(1000, 5.0, 3),
         closed_deflate(1000, 5.0, 3),
         closed(5000, 5.0, 3, warmup=2.0),
+        closed(10000, 5.0, 3, warmup=2.0),
         latency(1000, 10.0, 10.0, 3),
         *slow_pair(15.0, 3),
         idle(5000, 3),

@@ -254,6 +254,27 @@ async def test_close_stalled_leaves_healthy_idle_connections_alone() -> None:
         await ws.close()
 
 
+async def test_the_heartbeat_looks_only_at_connections_that_pushed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With many idle connections the heartbeat does not walk them all (at 20,000 that
+    held the event loop for milliseconds every interval)."""
+    looked: list[str] = []
+    original = Connection.stalled_for
+
+    def counting(conn: Connection, now: float) -> float:
+        looked.append(conn.id)
+        return original(conn, now)
+
+    monkeypatch.setattr(Connection, "stalled_for", counting)
+    with serve() as (server, manager):
+        clients = [await open_client(server, "a") for _ in range(30)]
+        assert await on_server(server, asyncio.sleep(0, manager.close_stalled())) == 0
+        assert looked == [] and not manager.draining
+        for ws, _ in clients:
+            await ws.close()
+
+
 async def test_oversized_message_for_the_byte_bound() -> None:
     """A message bigger than max_queue_bytes, queued behind a stall, is a counted drop."""
     options: dict[str, Any] = {"max_queue_bytes": 8192, "slow_consumer": "drop_oldest",

@@ -74,3 +74,26 @@ async def test_abandon_later_aborts_after_the_delay() -> None:
     await asyncio.sleep(0.1)
     assert protocol.transport.aborted == 1
     abandon_later({}, delay=0.0)  # nothing to abort: nothing scheduled, no error
+
+
+class Buffered(Transport):
+    def __init__(self, pending: int) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
+
+
+async def test_abandon_later_leaves_a_transport_with_nothing_to_write_alone() -> None:
+    """The usual end: nothing left to flush, so no timer per connection; a transport that
+    still holds bytes (a peer that stopped reading) is aborted after the delay."""
+    loop = asyncio.get_running_loop()
+    idle, stuck = UvicornLike(), UvicornLike()
+    idle.transport, stuck.transport = Buffered(0), Buffered(4096)
+    timers = len(loop._scheduled)  # type: ignore[attr-defined]
+    abandon_later({RAW_SEND_KEY: idle.send}, delay=0.05)
+    assert len(loop._scheduled) == timers  # type: ignore[attr-defined]
+    abandon_later({RAW_SEND_KEY: stuck.send}, delay=0.05)
+    await asyncio.sleep(0.1)
+    assert (idle.transport.aborted, stuck.transport.aborted) == (0, 1)

@@ -114,6 +114,11 @@ class EventBus:
     def active(self) -> bool:
         return bool(self._listeners)
 
+    def __bool__(self) -> bool:
+        """Whether anyone listens: ``if events: events.emit(...)`` skips building the
+        arguments on hot paths (every connect and close)."""
+        return bool(self._listeners)
+
     def emit(
         self,
         kind: EventKind,

@@ -114,6 +114,7 @@ class LagMonitor:
         self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}
         self._started = 0.0
         self._since = time.monotonic()
+        self._cpu = time.process_time()
         self._writes = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -124,9 +125,10 @@ class LagMonitor:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            before = loop.time()
+            before, writes = loop.time(), self._writes
             await asyncio.sleep(LAG_TICK)
-            self.lags.append(max(0.0, loop.time() - before - LAG_TICK))
+            if writes == self._writes:  # a sample across a summary measures the summary
+                self.lags.append(max(0.0, loop.time() - before - LAG_TICK))
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -140,8 +142,10 @@ class LagMonitor:
         def pick(q: float) -> float:
             return 1000 * lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
 
+        seconds = time.monotonic() - self._since
         return {
-            "seconds": time.monotonic() - self._since,
+            "seconds": seconds,
+            "cpu": (time.process_time() - self._cpu) / seconds,  # of one core
             "samples": len(lags),
             "lag_max_ms": 1000 * lags[-1] if lags else 0.0,
             "lag_p99_ms": pick(0.99),
@@ -162,6 +166,7 @@ class LagMonitor:
         self.lags = []
         self.collections = {0: [], 1: [], 2: []}
         self._since = time.monotonic()
+        self._cpu = time.process_time()
         self._writes += 1
         with open(self.path, "w") as out:
             json.dump(summary, out)

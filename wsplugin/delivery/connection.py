@@ -53,6 +53,11 @@ class ConnectionOwner(Protocol):
     def flushes(self) -> FlushQueue: ...
 
     @property
+    def draining(self) -> set[Connection]:
+        """The connections whose socket pushed back (a drain task runs): the only ones the
+        heartbeat looks at, however many connections are idle."""
+
+    @property
     def node_id(self) -> str: ...
 
     def track(self, task: asyncio.Task[Any]) -> None:
@@ -233,6 +238,7 @@ class Connection:
         self._progress = loop.time()
         self._in_flight = rooms  # counted as dropped if the connection ends before it is sent
         self._draining = loop.create_task(self._drain(pending, size))
+        self.owner.draining.add(self)
 
     async def _drain(self, pending: Resume, size: int) -> None:
         loop = asyncio.get_running_loop()
@@ -250,6 +256,7 @@ class Connection:
             self._send_failed(exc)
         finally:
             self._draining = None
+            self.owner.draining.discard(self)
 
     def _enqueue(self, message: ASGIMessage, size: int, room: DropCounter | None) -> bool:
         if self.outbox.put(message, size, room):

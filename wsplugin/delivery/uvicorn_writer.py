@@ -21,7 +21,8 @@ The server's own ``send`` is captured outermost: :func:`capture_server_send` wra
 app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
 the innermost user-middleware position tells whether a middleware replaced ``send`` on the
 way in; if one did (it may log, measure or rewrite messages), the connection takes the
-ASGI path, so that middleware sees every frame, and a warning is logged once.
+ASGI path, so that middleware sees every frame, and a warning is logged once. The same two
+positions take the managed route's shortcut (:mod:`wsplugin.delivery.shortcut`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsplugin.delivery import deflate as _deflate
 from wsplugin.delivery.asgi_writer import ASGIWriter
@@ -137,10 +138,10 @@ class RawSendMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
-            if self.shortcut is not None and inspect.iscoroutinefunction(send) \
+            if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 scope[DIRECT_KEY] = True  # no middleware in between
-                await route(scope, receive, send)
+                await route(scope, receive, coroutine_send(send))
                 return
         await self.app(scope, receive, send)
 
@@ -156,11 +157,33 @@ class SendProbe:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
-            if self.shortcut is not None and inspect.iscoroutinefunction(send) \
+            if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
-                await route(scope, receive, send)
+                await route(scope, receive, coroutine_send(send))
                 return
         await self.app(scope, receive, send)
+
+
+_COROUTINE_FUNCTIONS: set[Any] = set()
+"""Functions (of bound-method sends) seen to be coroutine functions: checked once."""
+
+
+def coroutine_send(send: Send) -> Send:
+    """``send`` itself if it is a coroutine function, else a coroutine function awaiting it
+    (granian's is a native awaitable): what the framework's layers would have handed the
+    endpoint, and what the ASGI writer steps (see :mod:`wsplugin.delivery.asgi_writer`)."""
+    function = getattr(send, "__func__", None)
+    if function is not None and function in _COROUTINE_FUNCTIONS:
+        return send
+    if inspect.iscoroutinefunction(send):
+        if function is not None:
+            _COROUTINE_FUNCTIONS.add(function)
+        return send
+
+    async def sending(message: Message) -> None:
+        await send(message)
+
+    return sending
 
 
 def capture_server_send(app: Starlette, managed: WebSocketRoute | None = None) -> bool:
@@ -233,6 +256,22 @@ def check_protocol(protocol: Any, flavour: Flavour = SANSIO) -> str | None:
     return None
 
 
+_CHECKED: dict[tuple[type, type, type, Flavour], str | None] = {}
+""":func:`check_protocol` by the types of the objects it looks at: their structure is the
+same for every connection of a server, so it is checked once (it costs microseconds, and
+churn pays them on every connection)."""
+
+
+def checked_protocol(protocol: Any, holder: Any, flavour: Flavour) -> str | None:
+    """:func:`check_protocol`, once per kind of protocol, transport and connection."""
+    key = (type(protocol), type(getattr(protocol, "transport", None)), type(holder), flavour)
+    try:
+        return _CHECKED[key]
+    except KeyError:
+        missing = _CHECKED[key] = check_protocol(protocol, flavour)
+        return missing
+
+
 def server_send(scope: Any) -> ASGISend | None:
     """The server's own ``send`` of this connection when no middleware wraps it and it is
     a coroutine function (the ASGI writer steps the coroutine it returns; granian's is a
@@ -261,10 +300,10 @@ def uvicorn_writer(
         return None, f"the server ({module}) is not uvicorn's websockets-sansio or wsproto"
     if scope.get(DIRECT_KEY) is not True:
         return None, WRAPPED
-    missing = check_protocol(protocol, flavour)
+    holder = flavour.state_holder(protocol)
+    missing = checked_protocol(protocol, holder, flavour)
     if missing is not None:
         return None, f"uvicorn's internals changed: {missing} is missing"
-    holder = flavour.state_holder(protocol)
     extensions = flavour.extensions(holder)
     bits = flavour.library.negotiated_bits(extensions)
     if isinstance(bits, str):
@@ -272,7 +311,7 @@ def uvicorn_writer(
     if (protocol.close_sent or holder.state is not flavour.open_state
             or protocol.transport.is_closing()):
         return None, ""
-    writer = UvicornWriter(owner, send, protocol, flavour)
+    writer = UvicornWriter(owner, send, protocol, flavour, holder)
     if flavour.handshake_answer and getattr(protocol, "handshake_complete", None) is True:
         setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
     if bits and compression is not False:
@@ -291,14 +330,14 @@ def before_accept(scope: Any, fast_path: FastPath = "auto") -> bool:
     only made when the answer is sent) is left as it is."""
     protocol: Any = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
     flavour = PROTOCOLS.get(type(protocol).__module__)
-    if flavour is None or fast_path is False or flavour.library.inbound_switch is None \
-            or getattr(protocol, "handshake_complete", None) is not False:
+    if flavour is None or fast_path is False or flavour.library.inbound_switch is None:
         return False
-    headers = getattr(getattr(protocol, "response", None), "headers", None)
     extensions = flavour.extensions(flavour.state_holder(protocol))
-    if headers is None or not isinstance(extensions, list) \
-            or not isinstance(flavour.library.negotiated_bits(extensions), int) \
-            or not extensions:
+    if not extensions or not isinstance(extensions, list) \
+            or getattr(protocol, "handshake_complete", None) is not False:
+        return False  # the usual case: no extension negotiated
+    headers = getattr(getattr(protocol, "response", None), "headers", None)
+    if headers is None or not isinstance(flavour.library.negotiated_bits(extensions), int):
         return False
     answer = flavour.library.client_standalone(extensions[0], headers.get(EXTENSIONS))
     if answer is None:
@@ -345,13 +384,14 @@ class UvicornWriter:
     )
 
     def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any,
-                 flavour: Flavour = SANSIO) -> None:
+                 flavour: Flavour = SANSIO, holder: Any = None) -> None:
         self.owner = owner
         self.asgi_send = send
         self._paused: ASGIWriter | None = None  # made when the transport first pushes back
         self.protocol = protocol
         self.flavour = flavour
-        self.state = flavour.state_holder(protocol)  # its ``state`` is ``open`` while open
+        # its ``state`` is ``open`` while open
+        self.state = flavour.state_holder(protocol) if holder is None else holder
         self.open = flavour.open_state
         self.transport = protocol.transport
         self.writable = protocol.writable

@@ -78,12 +78,23 @@ def server_transport(scope: Scope) -> Any:
 
 
 def abandon_later(scope: Scope, delay: float = CLOSE_TIMEOUT) -> None:
-    """Abort the connection's transport in ``delay`` seconds unless it is gone by then."""
+    """Abort the connection's transport in ``delay`` seconds unless it is gone by then.
+
+    Nothing to do for a transport with nothing left to write (the usual end: its close
+    completes at once), so most connections schedule no timer."""
     transport = server_transport(scope)
-    if transport is None:
+    if transport is None or not _pending_writes(transport):
         return
     with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
         asyncio.get_running_loop().call_later(delay, _abort, transport)
+
+
+def _pending_writes(transport: Any) -> bool:
+    """Whether the transport still holds bytes to write (True when it cannot say)."""
+    try:
+        return bool(transport.get_write_buffer_size())
+    except Exception:  # a transport of another kind: assume the worst
+        return True
 
 
 def _abort(transport: Any) -> None:
