@@ -149,6 +149,7 @@ def cases(mode: str) -> list[Case]:
         closed(5000, 5.0, 3, warmup=2.0),
         closed(10000, 5.0, 3, warmup=2.0),
         latency(1000, 10.0, 10.0, 3),
+        latency(10000, 5.0, 10.0, 3),
         *slow_pair(15.0, 3),
         idle(5000, 3),
         churn(5.0, 3),
