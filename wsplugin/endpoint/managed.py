@@ -232,7 +232,9 @@ class ManagedEndpoint:
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
         claim: Claim, grant: Grant | None,
     ) -> None:
-        coalesce = websocket.query_params.get("batch", "") in ("1", "true", "yes")
+        # most URLs have no query: Starlette's parse of an empty one is skipped
+        query = websocket.query_params if websocket.scope.get("query_string") else None
+        coalesce = query is not None and query.get("batch", "") in ("1", "true", "yes")
         conn = self.manager.open_connection(
             websocket, send, receive, identity=identity, coalesce=coalesce, claim=claim,
             expires_at=None if grant is None else grant.expires_at)
@@ -243,7 +245,7 @@ class ManagedEndpoint:
             if grant is not None:
                 welcome.update(expiry_fields(grant))
             await self.manager.add_member(conn, room, reply=welcome, first=True,
-                                          position=query_position(websocket.query_params))
+                                          position=None if query is None else query_position(query))
             await self._read_loop(conn, room, session)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
             await going_away(conn, websocket.scope)
