@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -28,21 +27,13 @@ from tests.admin_helpers import (
     next_message,
     open_client,
 )
+from tests.chromium import MARKS
 from tests.support import ROOT, ThreadServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 OUTPUT = Path(ROOT) / "tests" / "output"
 SCREENSHOT = OUTPUT / "admin_dashboard.png"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(90),
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="needs /usr/bin/chromium (apt-get install chromium); required when CI is set",
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
@@ -52,14 +43,6 @@ def server() -> Iterator[ThreadServer]:
         yield running
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def logged_in_page(browser: Browser, server: ThreadServer) -> Page:

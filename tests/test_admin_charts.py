@@ -18,9 +18,9 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.admin_helpers import ADMIN, OPERATOR_TOKEN, create_app, identity_from_query, open_client
 from tests.support import ThreadServer
-from tests.test_admin_browser import OUTPUT, browser, pytestmark
+from tests.test_admin_browser import OUTPUT, pytestmark
 
-__all__ = ["browser", "pytestmark"]  # the fixture and the browser marks, shared
+__all__ = ["pytestmark"]  # the fixture and the browser marks, shared
 
 SCREENSHOT = OUTPUT / "admin_charts.png"  # docs/admin_charts.png is a copy of it
 

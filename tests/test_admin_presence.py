@@ -14,12 +14,12 @@ from websockets.asyncio.client import connect
 
 from tests.admin_helpers import ADMIN, OPERATOR, create_app
 from tests.support import ThreadServer
-from tests.test_admin_browser import browser, pytestmark
+from tests.test_admin_browser import pytestmark
 from tests.test_admin_charts import _login, watched_page
 from tests.ws_helpers import recv_json
 from wsplugin import Presence, User
 
-__all__ = ["browser", "pytestmark"]
+__all__ = ["pytestmark"]
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from playwright.async_api import Browser, Page, expect
 
 from tests.support import ThreadServer
-from tests.test_admin_browser import OUTPUT, browser, pytestmark
+from tests.test_admin_browser import OUTPUT, pytestmark
 from tests.test_admin_charts import _login, server, traffic, watched_page
 
-__all__ = ["browser", "pytestmark", "server"]  # the fixtures and the browser marks, shared
+__all__ = ["pytestmark", "server"]  # the fixtures and the browser marks, shared
 
 SCREENSHOT = OUTPUT / "admin_room_view.png"  # docs/admin_room_view.png is a copy of it
 

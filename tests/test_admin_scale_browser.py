@@ -8,11 +8,11 @@ from playwright.async_api import Browser, expect
 
 from tests.admin_helpers import create_app, identity_from_query, manager_of
 from tests.support import ThreadServer
-from tests.test_admin_browser import browser, logged_in_page, pytestmark
+from tests.test_admin_browser import logged_in_page, pytestmark
 from tests.test_memory_budget import idle_clients
 from tests.ws_helpers import on_server, wait_until
 
-__all__ = ["browser", "pytestmark"]  # the fixture and the browser marks, shared
+__all__ = ["pytestmark"]  # the fixture and the browser marks, shared
 
 ROOMS = 60
 

@@ -10,11 +10,11 @@ from playwright.async_api import Browser, expect
 from tests.admin_helpers import create_app
 from tests.jwt_helpers import HS_SECRET, connect_with, connect_with_header, hs_token
 from tests.support import ThreadServer
-from tests.test_admin_browser import browser, pytestmark, row
+from tests.test_admin_browser import pytestmark, row
 from tests.test_admin_charts import _login, watched_page
 from wsplugin import JWTAuth
 
-__all__ = ["browser", "pytestmark"]  # the fixture and the browser marks, shared
+__all__ = ["pytestmark"]  # the fixture and the browser marks, shared
 
 
 async def test_the_connection_table_shows_each_tokens_expiry(browser: Browser) -> None:

@@ -13,11 +13,11 @@ from playwright.async_api import Browser, Dialog, Page, expect
 
 from tests.admin_helpers import XSS, create_app, open_client
 from tests.support import ThreadServer
-from tests.test_admin_browser import browser, closed_with, pytestmark, row
+from tests.test_admin_browser import closed_with, pytestmark, row
 from tests.test_admin_charts import _login, watched_page
 from tests.test_admin_users import authenticate
 
-__all__ = ["browser", "pytestmark"]  # the fixture and the browser marks, shared
+__all__ = ["pytestmark"]  # the fixture and the browser marks, shared
 
 HOSTILE_INFO = {"name": XSS, "avatar": "javascript:alert(2)", "bio": "</td><script>alert(3)"
                 "</script>"}

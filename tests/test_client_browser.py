@@ -9,18 +9,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests import test_admin_browser as admin_browser
+from tests.chromium import MARKS
 from tests.support import ROOT, free_port, wait_port
 
-pytestmark = admin_browser.pytestmark
+pytestmark = MARKS
 APP = "tests.client_app:app"
 EVENTS = ["connected", "disconnected", "message", "joined", "left", "recovered", "reset",
           "error", "closed"]
@@ -86,16 +86,6 @@ def server() -> Iterator[AppProcess]:
         yield running
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=admin_browser.CHROMIUM, args=admin_browser.ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def client_page(browser: Browser, app: AppProcess, path: str, **options: Any) -> Page:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests import test_admin_browser as admin_browser
+from tests.chromium import MARKS
 from tests.test_client_browser import AppProcess
 
-pytestmark = admin_browser.pytestmark
+pytestmark = MARKS
 APP = "tests.presence_app:app"
 ROOM = "room-p"
 GRACE = 3.0  # the server's grace, seconds: longer than a reload or a reconnect takes here
@@ -43,16 +41,6 @@ def presence_app() -> AppProcess:
     return AppProcess({"WSPLUGIN_PRESENCE": PRESENCE}, app=APP)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=admin_browser.CHROMIUM, args=admin_browser.ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Pages:

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
-from tests import test_admin_browser as admin_browser
+from tests.chromium import MARKS
 from tests.test_client_browser import AppProcess
 
-pytestmark = admin_browser.pytestmark
+pytestmark = MARKS
 APP = "tests.token_app:app"
 GRACE = 1.0  # the server's refresh_grace, seconds
 EVENTS = ["connected", "disconnected", "message", "joined", "left", "recovered", "reset",
@@ -63,16 +63,6 @@ def server() -> Iterator[AppProcess]:
         yield running
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=admin_browser.CHROMIUM, args=admin_browser.ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Pages:

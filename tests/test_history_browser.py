@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from tests import test_admin_browser as admin_browser
 from tests.admin_helpers import create_app, identity_from_query, manager_of, open_client
+from tests.chromium import MARKS
 from tests.support import ThreadServer
 from tests.test_history import HISTORY
 from tests.ws_helpers import on_server
 
-pytestmark = admin_browser.pytestmark
+pytestmark = MARKS
 
 
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=admin_browser.CHROMIUM, args=admin_browser.ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
-async def test_room_detail_shows_history(chromium: Browser) -> None:
-    browser = chromium
+async def test_room_detail_shows_history(browser: Browser) -> None:
     app = create_app(authenticate=identity_from_query, history=HISTORY)
     manager = manager_of(app)
     with ThreadServer(app) as server:

@@ -16,12 +16,12 @@ from websockets.asyncio.client import connect
 
 from tests.admin_helpers import ADMIN, OPERATOR, create_app
 from tests.support import ThreadServer
-from tests.test_admin_browser import OUTPUT, browser, pytestmark
+from tests.test_admin_browser import OUTPUT, pytestmark
 from tests.test_admin_charts import _login, watched_page
 from tests.ws_helpers import recv_json
 from wsplugin import Connection, History, Presence, RoomOptions, WebSocketManager
 
-__all__ = ["browser", "pytestmark"]
+__all__ = ["pytestmark"]
 
 SCREENSHOT = OUTPUT / "asyncapi_docs.png"  # docs/asyncapi_docs.png is a copy of it
 
