@@ -13,14 +13,16 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
+from wsplugin.arguments import check_room_arg, check_user_arg
 from wsplugin.backends import Broker, BrokerError, Command, create_broker
 from wsplugin.backends.base import ALL_ROOMS
 from wsplugin.backends.history_store import PublishDone
+from wsplugin.commands import Commands
 from wsplugin.config import Settings, build_settings
 from wsplugin.counters import Counters, Tally
 from wsplugin.delivery.connection import Connection
@@ -33,12 +35,12 @@ from wsplugin.history.streams import Streams
 from wsplugin.info import ConnectionInfo
 from wsplugin.presence import Presence, PresenceStats, UserPresence
 from wsplugin.presence.tracker import Tracker
-from wsplugin.protocol import CloseCode, check_room, encode, encode_json, frame_message
+from wsplugin.protocol import CloseCode, encode, encode_json, frame_message
 from wsplugin.rooms import PublishHandler, RoomOptions
 from wsplugin.rooms.rates import RoomRates
 from wsplugin.rooms.table import RoomTable
 from wsplugin.rooms.typed import wire_data
-from wsplugin.types import ASGIMessage, ASGIReceive, ASGISend, Data, Frame, Identity
+from wsplugin.types import ASGIReceive, ASGISend, Data, Frame, Identity
 from wsplugin.user_slots import Claim, UserSlots
 from wsplugin.users import user_of
 from wsplugin.workers import warn_if_memory_shared
@@ -47,7 +49,6 @@ logger = logging.getLogger("wsplugin")
 
 T = TypeVar("T")
 H = TypeVar("H", bound=PublishHandler)
-RoomOp = Literal["join", "leave"]
 _NO_ONE: frozenset[str] = frozenset()
 
 SHUTDOWN_GRACE = 3.0
@@ -120,6 +121,7 @@ class WebSocketManager:
         self.draining: set[Connection] = set()  # sockets that pushed back (the heartbeat's)
         self.streams = Streams(self)
         self.tracker = Tracker(self)  # presence rooms
+        self.commands = Commands(self, self.settings.max_rooms_per_connection)  # by id, by user
 
     @property
     def node_id(self) -> str:
@@ -382,30 +384,7 @@ class WebSocketManager:
         return delivered
 
     async def run_command(self, command: Command) -> int:
-        if command.user is not None:
-            return self._user_command(command.op, command.user, command.frame, command.reason)
-        conn = self.hub.connections.get(command.connection_id)
-        if conn is None or conn.closed:
-            return False
-        if command.op == "send":
-            frame = command.frame if command.frame is not None else ""
-            message, size = frame_message(frame)
-            return conn.deliver(message, size) or True
-        if command.op == "kick":
-            self._kick_local(conn, command.reason)
-            return True
-        if command.op in ("join", "leave") and command.room is not None:
-            return await self._member_command(conn, command.op, command.room)
-        return False
-
-    def _user_command(self, op: str, user_id: str, frame: Frame | None, reason: str) -> int:
-        """``send_user`` / ``kick_user`` from another node: how many connections were here."""
-        if op == "send_user":
-            message, size = frame_message(frame if frame is not None else "")
-            return self._send_user_local(user_id, message, size)
-        if op == "kick_user":
-            return self._kick_user_local(user_id, reason)
-        return 0
+        return await self.commands.run(command)
 
     def local_connections(
         self, room: str | None = None, *, user: str | None = None
@@ -574,101 +553,29 @@ class WebSocketManager:
     async def send(self, connection_id: str, data: Data) -> bool:
         """Send ``data`` to one connection, wherever it lives; False if it is unknown. A
         pydantic model instance is sent as its JSON."""
-        message, size, frame = encode(None, wire_data(None, data), None)
-        conn = self.hub.connections.get(connection_id)
-        if conn is not None and not conn.closed:
-            conn.deliver(message, size)
-            return True
-        return await self._command(Command("send", connection_id, frame=frame))
+        return await self.commands.send(connection_id, data)
 
     async def kick(self, connection_id: str, *, reason: str = "") -> bool:
         """Close one connection with 4000 and ``reason``; False if it is unknown."""
-        conn = self.hub.connections.get(connection_id)
-        if conn is not None and not conn.closed:
-            self._kick_local(conn, reason)
-            return True
-        return await self._command(Command("kick", connection_id, reason=reason))
+        return await self.commands.kick(connection_id, reason)
 
     async def send_user(self, user_id: str, data: Data) -> int:
         """Send ``data`` to every connection of user ``user_id`` on every node; returns how
         many connections it was handed to. A pydantic model instance is sent as its JSON."""
-        check_user_arg(user_id)
-        message, size, frame = encode(None, wire_data(None, data), None)
-        local = self._send_user_local(user_id, message, size)
-        return local + await self._command_all(Command("send_user", "", frame=frame,
-                                                       user=user_id))
+        return await self.commands.send_user(user_id, data)
 
     async def kick_user(self, user_id: str, *, reason: str = "") -> int:
         """Close every connection of user ``user_id`` on every node with 4000 and
         ``reason``; returns how many."""
-        check_user_arg(user_id)
-        local = self._kick_user_local(user_id, reason)
-        return local + await self._command_all(Command("kick_user", "", reason=reason,
-                                                       user=user_id))
-
-    def _send_user_local(self, user_id: str, message: ASGIMessage, size: int) -> int:
-        sent = 0
-        for conn in self.hub.of_user(user_id):
-            if not conn.closed:
-                conn.deliver(message, size)
-                sent += 1
-        return sent
-
-    def _kick_user_local(self, user_id: str, reason: str) -> int:
-        kicked = 0
-        for conn in self.hub.of_user(user_id):
-            if not conn.closed:
-                self._kick_local(conn, reason)
-                kicked += 1
-        return kicked
-
-    def _kick_local(self, conn: Connection, reason: str) -> None:
-        self.events.emit("kicked", connection_id=conn.id, identity=conn.identity_text,
-                         detail=reason)
-        conn.close(CloseCode.KICKED, reason)
+        return await self.commands.kick_user(user_id, reason)
 
     async def join(self, connection_id: str, room: str) -> bool:
         """Add a connection to ``room`` (the client gets ``joined``); False if unknown."""
-        return await self._join_or_leave_by_id(connection_id, "join", room)
+        return await self.commands.join_or_leave(connection_id, "join", room)
 
     async def leave(self, connection_id: str, room: str) -> bool:
         """Remove a connection from ``room`` (the client gets ``left``); False if unknown."""
-        return await self._join_or_leave_by_id(connection_id, "leave", room)
-
-    async def _join_or_leave_by_id(self, connection_id: str, op: RoomOp, room: str) -> bool:
-        check_room_arg(room)
-        conn = self.hub.connections.get(connection_id)
-        if conn is not None and not conn.closed:
-            return await self._member_command(conn, op, room)
-        return await self._command(Command(op, connection_id, room=room))
-
-    async def _member_command(self, conn: Connection, op: RoomOp, room: str) -> bool:
-        """A server-side join or leave of a local connection (it gets ``joined``/``left``)."""
-        member = room in conn.rooms
-        if op == "leave":
-            await self.remove_member(conn, room, reply={"type": "left", "room": room})
-            return True
-        if not member and len(conn.rooms) >= self.settings.max_rooms_per_connection:
-            return False
-        await self.add_member(conn, room, reply=None if member else {"type": "joined",
-                                                                        "room": room})
-        return True
-
-    async def _command(self, command: Command) -> bool:
-        try:
-            return await self.broker.command(command)
-        except Exception as exc:
-            logger.warning("wsplugin: %s for %s failed: %r", command.op, command.connection_id,
-                           exc)
-            return False
-
-    async def _command_all(self, command: Command) -> int:
-        """A user command for the other nodes; 0 (and a warning) if the broker fails."""
-        try:
-            return await self.broker.command_all(command)
-        except Exception as exc:
-            logger.warning("wsplugin: %s on the other nodes failed: %r", command.op, exc)
-            return 0
+        return await self.commands.join_or_leave(connection_id, "leave", room)
 
     # ------------------------------------------------------------------ cluster view
     # The local truth plus what the broker knows of the other nodes (nothing, in memory).
@@ -757,19 +664,3 @@ class WebSocketManager:
         check_room_arg(room)
         return await self.streams.history(room, since, limit)
 
-
-def check_user_arg(user_id: object) -> str:
-    """Validate a user id given to the Python API: ``ValueError`` unless a non-empty str."""
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError(f"invalid user id {user_id!r}: a user id is a non-empty string")
-    return user_id
-
-
-def check_room_arg(room: object) -> str:
-    """Validate a room name given to the Python API: ``ValueError`` if it breaks the rules."""
-    from wsplugin.protocol import ProtocolError
-
-    try:
-        return check_room(room)
-    except ProtocolError as exc:
-        raise ValueError(f"invalid room {room!r}: {exc.detail}") from None
