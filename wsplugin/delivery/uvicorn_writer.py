@@ -15,7 +15,9 @@ ordinary ASGI ``send`` (:class:`~wsplugin.delivery.asgi_writer.ASGIWriter`). A f
 written while the transport is paused waits in a task until it is writable again, and is
 then the same prebuilt frame: every data frame the manager sends on a fast-path connection is
 one of its own, only the close frame goes through uvicorn.
-``tests/test_uvicorn_canary.py`` fails when the uvicorn internals used here move.
+``tests/test_uvicorn_canary.py`` fails when the uvicorn internals used here move. Once the
+writer is made, what uvicorn's protocol object no longer needs is let go or made smaller
+(:mod:`wsplugin.delivery.uvicorn_idle`).
 
 The server's own ``send`` is captured outermost: :func:`capture_server_send` wraps the
 app's built middleware stack, whatever the order of ``add_middleware`` calls. A probe at
@@ -38,6 +40,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsplugin.delivery import deflate as _deflate
+from wsplugin.delivery import uvicorn_idle as _idle
 from wsplugin.delivery.asgi_writer import ASGIWriter
 from wsplugin.delivery.shortcut import Shortcut
 from wsplugin.delivery.writer import Compression, FastPath, InFlight, Resume, WriterOwner
@@ -312,12 +315,14 @@ def uvicorn_writer(
             or protocol.transport.is_closing()):
         return None, ""
     writer = UvicornWriter(owner, send, protocol, flavour, holder)
-    if flavour.handshake_answer and getattr(protocol, "handshake_complete", None) is True:
-        setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
     if bits and compression is not False:
         writer.frame_key, writer.encode = flavour.library.share(extensions[0], bits)
     elif bits:  # plain frames from wsplugin; uvicorn's own stand alone, no state held
         flavour.library.standalone(extensions[0])
+    if getattr(protocol, "handshake_complete", None) is True:
+        if flavour.handshake_answer:
+            setattr(protocol, flavour.handshake_answer, None)  # sent: never read again
+        _idle.slim(protocol)
     return writer, ""
 
 
