@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -132,39 +132,43 @@ PROTOCOLS: dict[str, Flavour] = {SANSIO_MODULE: SANSIO, WSPROTO_MODULE: WSPROTO}
 # ---------------------------------------------------------------- capturing the send
 class RawSendMiddleware:
     """Outermost: remember the server's own ``send`` in the scope of websocket connections
-    (and, in an app without middleware of its own, take the managed route's shortcut)."""
+    (and, in an app without middleware of its own, take the managed route's shortcut).
+
+    Like :class:`SendProbe`, it is not a coroutine function: it returns the awaitable of
+    the app it hands the call to, which the caller awaits. An open websocket keeps every
+    coroutine of its call chain suspended, so a layer that only picks the next app keeps
+    none of its own (~260 bytes per idle connection)."""
 
     def __init__(self, app: ASGIApp, shortcut: Shortcut | None = None) -> None:
         self.app = app
         self.shortcut = shortcut
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
             if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 scope[DIRECT_KEY] = True  # no middleware in between
-                await route(scope, receive, coroutine_send(send))
-                return
-        await self.app(scope, receive, send)
+                return route(scope, receive, coroutine_send(send))
+        return self.app(scope, receive, send)
 
 
 class SendProbe:
     """Innermost user middleware: is the ``send`` here still the server's own? (And the
-    managed route's shortcut, see :mod:`wsplugin.delivery.shortcut`.)"""
+    managed route's shortcut, see :mod:`wsplugin.delivery.shortcut`.) Returns the next
+    app's awaitable, see :class:`RawSendMiddleware`."""
 
     def __init__(self, app: ASGIApp, shortcut: Shortcut | None = None) -> None:
         self.app = app
         self.shortcut = shortcut
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket":
             scope[DIRECT_KEY] = scope.get(RAW_SEND_KEY) is send
             if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
-                await route(scope, receive, coroutine_send(send))
-                return
-        await self.app(scope, receive, send)
+                return route(scope, receive, coroutine_send(send))
+        return self.app(scope, receive, send)
 
 
 _COROUTINE_FUNCTIONS: set[Any] = set()
