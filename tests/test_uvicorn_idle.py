@@ -125,6 +125,15 @@ def test_uvicorn_reads_the_sansio_handshake_request_nowhere() -> None:
     assert uses == [" = "], f"{cls.__name__} now reads self.request {HINT}"
 
 
+def test_websockets_reads_the_offered_extensions_only_to_negotiate() -> None:
+    """The fast path sets ``available_extensions`` to ``None`` once the websocket is open."""
+    server = importlib.import_module("websockets.server").ServerProtocol
+    readers = {name for name, member in vars(server).items() if inspect.isfunction(member)
+               and "self.available_extensions" in inspect.getsource(member)}
+    assert readers == {"__init__", "process_extensions"}, (
+        f"websockets' ServerProtocol reads available_extensions in {sorted(readers)}")
+
+
 def test_wsproto_leaves_the_handshake_alone_once_the_websocket_is_open() -> None:
     """After the handshake, wsproto's ``WSConnection`` asks its handshake object only for
     (no) events: its h11 connection and request, which the fast path drops, are unused."""
@@ -158,6 +167,7 @@ async def test_a_slimmed_connection_reads_writes_answers_pings_and_closes(ws: st
             assert type(protocol.writable._waiters) is SmallDeque
             if flavour.handshake_answer:
                 assert not protocol.request.headers
+                assert protocol.conn.available_extensions is None
             else:
                 assert protocol.conn.handshake._h11_connection is None
         assert conns[1].user_agent == "probe/1"  # the scope's headers are intact

@@ -16,7 +16,9 @@ only while the connection was opening. When the fast path recognises the protoco
   combined dict grown to 128 slots (1.6 KB); an equal dict built anew has 64 (0.8 KB).
 - **websockets-sansio:** the handshake request's headers (websockets' ``Headers``, ~1.5 KB
   with their strings), kept for the connection's lifetime by uvicorn and by websockets'
-  parser but read by neither after the handshake (the ASGI scope has its own copy).
+  parser but read by neither after the handshake (the ASGI scope has its own copy), and
+  the extensions the server offered (uvicorn makes a permessage-deflate factory for every
+  connection; websockets reads it only to negotiate, ~0.3 KB).
 - **wsproto:** the handshake's h11 connection and request (~1.2 KB), never used once the
   websocket is open, and the two event deques of wsproto's connection objects.
 
@@ -82,6 +84,7 @@ def slim(protocol: Any) -> None:
         slim_event(writable)
     conn = getattr(protocol, "conn", None)
     _drop_request_headers(getattr(protocol, "request", None))
+    _drop_extension_offers(conn)
     _slim_wsproto(conn)
     compact_dict(protocol)
 
@@ -126,6 +129,14 @@ def _drop_request_headers(request: Any) -> None:
     if type(headers).__module__ == "websockets.datastructures" \
             and type(headers).__name__ == "Headers":
         headers.clear()
+
+
+def _drop_extension_offers(conn: Any) -> None:
+    """websockets-sansio: the extensions the server was ready to negotiate (``None``: none),
+    once they are negotiated."""
+    if type(conn).__module__ == "websockets.server" and type(conn).__name__ == "ServerProtocol" \
+            and isinstance(getattr(conn, "available_extensions", None), list):
+        conn.available_extensions = None
 
 
 def _slim_wsproto(conn: Any) -> None:
