@@ -92,6 +92,8 @@ def owner(traceback: tracemalloc.Traceback) -> str:
     site_name = f"{os.path.basename(inner)}:{frames[-1].lineno}"
     if site_name in ("permessage_deflate.py:72", "permessage_deflate.py:75"):
         return "zlib compressor and inflater"
+    if inner.endswith("/wsplugin/delivery/uvicorn_idle.py"):  # uvicorn's parts, rebuilt smaller
+        return "uvicorn's protocol (queue, events, scope, task, timers)"
     if "/wsplugin/" in inner:
         return "wsplugin's own objects and coroutines"
     if "/websockets/" in inner and ("http11.py" in inner or "datastructures.py" in inner):

@@ -90,8 +90,10 @@ def deflate_frame(message: ASGIMessage, bits: int) -> bytes:
     return frame
 
 
+@functools.cache
 def encoder(bits: int) -> tuple[str, Encoder]:
-    """The cache key and frame encoder of the ``bits`` window variant."""
+    """The cache key and frame encoder of the ``bits`` window variant (made once per
+    variant, not per connection)."""
     return f"{FRAME_KEY_PREFIX}{bits}", functools.partial(deflate_frame, bits=bits)
 
 

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from wsplugin import protocol as p
 from wsplugin._utils import maybe_await
@@ -53,6 +54,10 @@ from wsplugin.users import BadUser, user_of
 logger = logging.getLogger("wsplugin")
 
 
+Admission = tuple[Any, Claim, "Grant | None"]
+"""Who is served: the identity, its user's slot, its token's grant (with token auth)."""
+
+
 class HookFailed(Exception):
     """A user hook raised something other than ``ValueError``."""
 
@@ -75,35 +80,42 @@ class ManagedEndpoint:
             app if hasattr(app, "dependency_overrides") else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Admission (every refusal is answered there), then the accept and the
+        connection's life in this same coroutine: an idle connection keeps every frame of
+        its task suspended, two of them here (this one and :meth:`_serve`)."""
         websocket = WebSocket(scope, receive, send)
         room = str(scope.get("path_params", {}).get("room", ""))
-        identity = await self._handshake(websocket, room)
-        if isinstance(identity, Refused):
-            await websocket.close(identity.code, identity.reason)  # before accept: HTTP 403
+        admitted = await self._admission(websocket, receive, room)
+        if admitted is None:  # refused, and told so
             return
-        if self._tokens is not None:
-            await self._token_handshake(websocket, send, receive, room, self._tokens)
-            return
-        claim = await self.manager.claim_slot(identity)
-        if claim is None:  # at max_connections_per_user (counted)
-            await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
-            return
-        await self._accept_and_serve(websocket, send, receive, room, identity, claim)
-
-    async def _accept_and_serve(
-        self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
-        claim: Claim, grant: Grant | None = None,
-    ) -> None:
+        identity, claim, grant = admitted
+        del admitted  # the frame outlives the handshake: no tuple kept for it
         try:
-            before_accept(websocket.scope, self.manager.settings.fast_path)
-            await websocket.accept()
+            if websocket.application_state is WebSocketState.CONNECTING:  # not yet in band
+                before_accept(scope, self.manager.settings.fast_path)
+                await websocket.accept()
             try:
                 await self.manager.start()
                 await self._serve(websocket, send, receive, room, identity, claim, grant)
             finally:  # a peer that stopped reading must not hold the server's shutdown open
-                abandon_later(websocket.scope)
+                abandon_later(scope)
         finally:
             self.manager.release_slot(claim)  # a no-op once its connection opened
+
+    async def _admission(self, websocket: WebSocket, receive: Receive,
+                         room: str) -> Admission | None:
+        """Who is served, with a slot of their user; ``None``: refused (and answered)."""
+        identity = await self._handshake(websocket, room)
+        if isinstance(identity, Refused):
+            await websocket.close(identity.code, identity.reason)  # before accept: HTTP 403
+            return None
+        if self._tokens is not None:
+            return await self._token_admission(websocket, receive, room, self._tokens)
+        claim = await self.manager.claim_slot(identity)
+        if claim is None:  # at max_connections_per_user (counted)
+            await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
+            return None
+        return identity, claim, None
 
     async def _handshake(self, websocket: WebSocket, room: str) -> Any:
         """The identity, or :class:`Refused` (origin, room name, a token in the URL, the
@@ -115,7 +127,7 @@ class ManagedEndpoint:
             return self._refused("origin")
         if not p.is_valid_room(room):
             return self._refused("bad_room")
-        if self._tokens is not None and TOKEN_QUERY in websocket.query_params:
+        if self._tokens is not None and TOKEN_QUERY in (query_of(websocket) or ()):
             logger.info("wsplugin: refused a handshake with a token in its URL: tokens go in "
                         "the connect frame or an Authorization header, never in URLs")
             return self._refused("auth")
@@ -145,16 +157,15 @@ class ManagedEndpoint:
         return Refused(reason)
 
     # ------------------------------------------------------------------ tokens
-    async def _token_handshake(
-        self, websocket: WebSocket, send: Send, receive: Receive, room: str, auth: TokenAuth,
-    ) -> None:
+    async def _token_admission(
+        self, websocket: WebSocket, receive: Receive, room: str, auth: TokenAuth,
+    ) -> Admission | None:
         """A token in an ``Authorization`` header is checked before the accept (a bad one
         is accepted, then closed 4001: only a close frame carries a reason); otherwise the
         socket is accepted and the ``connect`` frame awaited."""
         token = bearer_token(websocket.headers)
         if token is None:
-            await self._in_band(websocket, send, receive, room, auth)
-            return
+            return await self._in_band(websocket, receive, room, auth)
         try:
             grant = await self._verify(auth, token)
         except TokenError as exc:
@@ -163,42 +174,42 @@ class ManagedEndpoint:
                 await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
             finally:
                 abandon_later(websocket.scope)
-            return
+            return None
         claim = await self._admit(grant, room)
         if isinstance(claim, str):
             await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
-            return
-        await self._accept_and_serve(websocket, send, receive, room, grant.user, claim, grant)
+            return None
+        return grant.user, claim, grant
 
     async def _in_band(
-        self, websocket: WebSocket, send: Send, receive: Receive, room: str, auth: TokenAuth,
-    ) -> None:
+        self, websocket: WebSocket, receive: Receive, room: str, auth: TokenAuth,
+    ) -> Admission | None:
         """Accept, then nothing but ``{"type":"connect","token":...}`` within
-        ``auth_timeout``; a refusal that needs the token's user closes 4003."""
+        ``auth_timeout``; a refusal that needs the token's user closes 4003. The admission
+        of the accepted socket, or ``None`` (closed)."""
         settings = self.manager.settings
         before_accept(websocket.scope, settings.fast_path)
         await websocket.accept()
+        admitted: Admission | None = None
         try:
             try:
                 token = await receive_connect(receive, settings.auth_timeout,
                                               settings.max_message_bytes)
                 grant = await self._verify(auth, token)
             except ClientGone:
-                return
+                return None
             except TokenError as exc:
                 await self._close_refused(websocket, CloseCode.UNAUTHORIZED, exc.reason)
-                return
+                return None
             claim = await self._admit(grant, room)
             if isinstance(claim, str):  # the refusal's reason
                 await self._close_refused(websocket, CloseCode.FORBIDDEN, claim, counted=True)
-                return
-            try:
-                await self.manager.start()
-                await self._serve(websocket, send, receive, room, grant.user, claim, grant)
-            finally:
-                self.manager.release_slot(claim)  # a no-op once its connection opened
-        finally:  # a peer that stopped reading must not hold the server's shutdown open
-            abandon_later(websocket.scope)
+                return None
+            admitted = grant.user, claim, grant
+            return admitted
+        finally:  # refused after the accept: a peer that stopped reading must not hold the
+            if admitted is None:  # server's shutdown open (once admitted, __call__ sees to it)
+                abandon_later(websocket.scope)
 
     async def _verify(self, auth: TokenAuth, token: str) -> Grant:
         try:
@@ -232,21 +243,20 @@ class ManagedEndpoint:
         self, websocket: WebSocket, send: Send, receive: Receive, room: str, identity: Any,
         claim: Claim, grant: Grant | None,
     ) -> None:
-        # most URLs have no query: Starlette's parse of an empty one is skipped
-        query = websocket.query_params if websocket.scope.get("query_string") else None
-        coalesce = query is not None and query.get("batch", "") in ("1", "true", "yes")
+        """Open the connection, join its room, then read its frames until it ends (the
+        read loop is here rather than in a coroutine of its own: see :meth:`__call__`)."""
+        coalesce, position = _asked_for(websocket)
         conn = self.manager.open_connection(
-            websocket, send, receive, identity=identity, coalesce=coalesce, claim=claim,
-            expires_at=None if grant is None else grant.expires_at)
+            websocket, send, receive, identity=identity, coalesce=coalesce,
+            claim=claim, expires_at=None if grant is None else grant.expires_at)
         session = None if grant is None else TokenSession(
             conn, grant, self.manager.settings.refresh_grace)
         try:
-            welcome = {"type": "welcome", "connection_id": conn.id, "rooms": [room]}
-            if grant is not None:
-                welcome.update(expiry_fields(grant))
-            await self.manager.add_member(conn, room, reply=welcome, first=True,
-                                          position=None if query is None else query_position(query))
-            await self._read_loop(conn, room, session)
+            await self.manager.add_member(
+                conn, room, reply=_welcome(conn, room, grant), first=True,
+                position=position)
+            while (frame := await conn.receive()) is not None:
+                await self._command(conn, room, frame, session)
         except asyncio.CancelledError:  # the server stopped waiting for us (hypercorn)
             await going_away(conn, websocket.scope)
             raise
@@ -262,23 +272,20 @@ class ManagedEndpoint:
             if not conn.closed:  # cancelled (server shutdown): clean up all the same
                 conn.disconnected(1006)
 
-    async def _read_loop(self, conn: Connection, room: str,
-                         session: TokenSession | None) -> None:
-        while True:
-            frame = await conn.receive()
-            if frame is None:
-                return
-            command_id = None
-            try:
-                if isinstance(frame, bytes):
-                    raise ProtocolError(p.BAD_REQUEST, "binary frames are not commands; "
-                                        "send JSON text frames")
-                command = p.parse_command(frame)
-                command_id = command.get("id")
-                await self._dispatch(conn, room, command, session)
-            except ProtocolError as exc:
-                command_id = command_id if command_id is not None else exc.command_id
-                conn.deliver_text(error_frame(exc.code, exc.detail, command_id))
+    async def _command(self, conn: Connection, room: str, frame: str | bytes,
+                       session: TokenSession | None) -> None:
+        """One frame from the client: a command, or an ``error`` frame back."""
+        command_id = None
+        try:
+            if isinstance(frame, bytes):
+                raise ProtocolError(p.BAD_REQUEST, "binary frames are not commands; "
+                                    "send JSON text frames")
+            command = p.parse_command(frame)
+            command_id = command.get("id")
+            await self._dispatch(conn, room, command, session)
+        except ProtocolError as exc:
+            command_id = command_id if command_id is not None else exc.command_id
+            conn.deliver_text(error_frame(exc.code, exc.detail, command_id))
 
     async def _dispatch(self, conn: Connection, room: str, command: dict[str, Any],
                         session: TokenSession | None) -> None:
@@ -456,6 +463,30 @@ _ENABLE_PUBLISH = ("the server enables client publishing with install_ws_manager
                    "client_publish=True or a list of room patterns; env WSPLUGIN_CLIENT_PUBLISH),"
                    " a rooms pattern with RoomOptions(client_publish=True), a handler "
                    "@manager.on_publish(pattern), or an on_message hook")
+
+
+def query_of(websocket: WebSocket) -> QueryParams | None:
+    """The handshake URL's query, parsed for one use (``websocket.query_params`` would keep
+    it on the websocket for the connection's lifetime); ``None`` for most URLs, which have
+    none (no parse)."""
+    query = websocket.scope.get("query_string")
+    return QueryParams(query) if query else None
+
+
+def _asked_for(websocket: WebSocket) -> tuple[bool, tuple[str, int] | None]:
+    """What the handshake URL's query asks: ``?batch=1``, coalesce what is sent to this
+    connection (see docs/protocol.md); ``?epoch=&offset=``, a position to recover from."""
+    query = query_of(websocket)
+    if query is None:
+        return False, None
+    return query.get("batch", "") in ("1", "true", "yes"), query_position(query)
+
+
+def _welcome(conn: Connection, room: str, grant: Grant | None) -> dict[str, Any]:
+    welcome = {"type": "welcome", "connection_id": conn.id, "rooms": [room]}
+    if grant is not None:
+        welcome.update(expiry_fields(grant))
+    return welcome
 
 
 def _publish_reply(conn: Connection, room: str, command_id: Any) -> PublishDone:
