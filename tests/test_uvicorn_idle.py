@@ -19,6 +19,8 @@ from tests.ws_helpers import make_app, recv_json, recv_type, send_json, wait_unt
 from wsplugin.delivery.uvicorn_idle import (
     NEVER_JOINED,
     NO_PUTTERS,
+    SMALL,
+    SlimQueue,
     SmallDeque,
     compact_dict,
     slim_event,
@@ -31,6 +33,11 @@ CLASSES = {SANSIO_MODULE: "WebSocketsSansIOProtocol", WSPROTO_MODULE: "WSProtoco
 QUEUE_METHODS = {"put_nowait", "get", "get_nowait", "empty", "qsize", "full"}
 """What the slimmed receive queue supports: everything but waiting for room and joining."""
 EVENT_METHODS = {"set", "clear", "is_set", "wait"}
+
+
+def held_on(queue: Any) -> Any:
+    """The type of what a queue's messages wait on."""
+    return type(queue._queue)
 
 
 # ---------------------------------------------------------------- asyncio's side
@@ -57,6 +64,27 @@ async def test_a_slimmed_queue_keeps_the_order_and_wakes_its_readers() -> None:
     await queue.put(3)  # unbounded: never waits for room
     queue.task_done()
     assert not NO_PUTTERS and not NEVER_JOINED._waiters
+
+
+async def test_a_burst_of_messages_waits_on_a_deque_not_on_the_small_list() -> None:
+    """A client can put thousands of frames into its queue in one read: ``pop(0)`` over
+    a list of them would cost O(n) per message (a few KB of 6-byte frames, seconds of
+    CPU). The messages move to a deque while more than a few wait, and back after."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    slim_queue(queue)
+    assert type(queue) is SlimQueue
+    for item in range(SMALL - 1):
+        queue.put_nowait(item)
+    assert held_on(queue) is SmallDeque  # a few: the small list
+    for item in range(SMALL - 1, 20_000):
+        queue.put_nowait(item)
+    assert held_on(queue) is deque and queue.qsize() == 20_000
+    assert [queue.get_nowait() for _ in range(20_000)] == list(range(20_000))
+    assert held_on(queue) is SmallDeque and queue.empty()  # read: small again
+    reader = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(7)
+    assert await reader == 7
 
 
 async def test_joining_a_slimmed_queue_fails_loudly_and_bounded_queues_are_left_alone() -> None:

@@ -10,7 +10,8 @@ only while the connection was opening. When the fast path recognises the protoco
   never, the queue is unbounded) and ``_finished`` (what ``join()`` waits for: uvicorn never
   joins) become objects shared by every connection, which refuse to be used; ``_getters``
   (the reader waiting) and ``_queue`` (messages) become :class:`SmallDeque`, a list with
-  ``popleft`` (56 bytes empty).
+  ``popleft`` (56 bytes empty); the queue becomes a :class:`SlimQueue`, which moves its
+  messages to a deque while more than a few wait (a burst of frames from one client).
 - **The ``writable`` event's** waiters: a :class:`SmallDeque` too.
 - **The protocol's ``__dict__``:** more than 30 attributes, so CPython keeps it as a
   combined dict grown to 128 slots (1.6 KB); an equal dict built anew has 64 (0.8 KB).
@@ -50,6 +51,33 @@ class SmallDeque(list[T]):
 
     def appendleft(self, item: T) -> None:
         self.insert(0, item)
+
+
+SMALL = 16
+"""Messages a slimmed receive queue keeps on its small list; from this many on, a deque."""
+
+
+class SlimQueue(asyncio.Queue[Any]):
+    """An unbounded ``asyncio.Queue`` whose messages live on a :class:`SmallDeque` while
+    they are few, as they are on an idle or ordinary connection, and on a deque while
+    they are many: a client that sends thousands of frames in one read costs O(1) per
+    message, never a ``pop(0)`` over thousands (an ``asyncio.Queue`` made elsewhere is
+    given this class by :func:`slim_queue`; nothing else changes)."""
+
+    def _put(self, item: Any) -> None:
+        parts: Any = self  # asyncio's private parts
+        items = parts._queue
+        if type(items) is SmallDeque and len(items) >= SMALL:
+            parts._queue = items = deque(items)
+        items.append(item)
+
+    def _get(self) -> Any:
+        parts: Any = self
+        items = parts._queue
+        item = items.popleft()
+        if not items and type(items) is deque:  # the burst was read: small again
+            parts._queue = SmallDeque()
+        return item
 
 
 class _NoPutters(deque[Any]):
@@ -101,6 +129,8 @@ def slim_queue(queue: asyncio.Queue[Any]) -> None:
         parts._finished = NEVER_JOINED
     _shrink(parts, "_getters")
     _shrink(parts, "_queue")
+    if type(queue) is asyncio.Queue:
+        parts.__class__ = SlimQueue  # the same object: the methods that place messages
 
 
 def slim_event(event: asyncio.Event) -> None:
