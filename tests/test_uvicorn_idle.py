@@ -22,7 +22,6 @@ from wsplugin.delivery.uvicorn_idle import (
     SMALL,
     SlimQueue,
     SmallDeque,
-    compact_dict,
     slim_event,
     slim_queue,
 )
@@ -115,21 +114,6 @@ async def test_a_slimmed_event_wakes_every_waiter() -> None:
     event.set()
     assert list(await asyncio.gather(waiters[0], waiters[2])) == [True, True]
     assert not parts._waiters
-
-
-def test_a_compacted_dict_is_the_same_mapping_and_smaller() -> None:
-    class Wide:
-        pass
-
-    wide: Any = Wide()
-    for i in range(40):  # more than CPython's 30 shared keys: a combined dict, grown
-        setattr(wide, f"attribute_{i}", i)
-    before = dict(vars(wide))
-    size = vars(wide).__sizeof__()
-    compact_dict(wide)
-    assert vars(wide) == before and vars(wide).__sizeof__() < size
-    wide.attribute_0 = -1
-    assert wide.attribute_0 == -1
 
 
 # ---------------------------------------------------------------- uvicorn's side (canary)
