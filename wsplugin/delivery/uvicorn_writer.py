@@ -136,14 +136,19 @@ class RawSendMiddleware:
         self.shortcut = shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[RAW_SEND_KEY] = send
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope[RAW_SEND_KEY] = send
+        try:
             if self.shortcut is not None \
                     and (route := self.shortcut.app_for(scope)) is not None:
                 scope[DIRECT_KEY] = True  # no middleware in between
                 await route(scope, receive, coroutine_send(send))
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+        finally:  # the server's protocol holds the scope, and its ``send`` the protocol: a
+            scope.pop(RAW_SEND_KEY, None)  # cycle, freed only by a garbage collection
 
 
 class SendProbe:

@@ -259,6 +259,7 @@ class ManagedEndpoint:
                 session.cancel()
             if not conn.closed:  # cancelled (server shutdown): clean up all the same
                 conn.disconnected(1006)
+            conn.release()  # freed by reference counting, not left to the collector
 
     async def _read_loop(self, conn: Connection, room: str,
                          session: TokenSession | None) -> None:
