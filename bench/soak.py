@@ -269,6 +269,8 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "closes": delta(after["closes"], before["closes"]),
         "refused": delta(after["refused"], before["refused"]),
         "connections_end": after["stats"]["connections"],
+        "gc_collections": [a - b for a, b in zip(after["gc"]["collections"],
+                                                 before["gc"]["collections"], strict=True)],
         "reconnects": sum(h.get("reconnects", 0) for h in holders),
         "reconnect_failures": sum(h.get("reconnect_failures", 0) for h in holders),
         "reconnect_p99_ms": slowest(holders, "reconnect_p99_ms"),
@@ -330,6 +332,8 @@ def table(s: dict[str, Any], max_growth: float) -> str:
         ("idle connections the server closed", f"{sum(s['idle_dropped'].values()):,} "
                                                f"{s['idle_dropped'] or ''}"),
         ("connections at the end (server)", f"{s['connections_end']:,}"),
+        ("server garbage collections (generation 0 / 1 / 2)",
+         " / ".join(f"{n:,}" for n in s["gc_collections"])),
     ]
     lines = ["| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]

@@ -8,8 +8,8 @@ admin dashboard at ``/ws-admin`` without auth (for the admin-overhead benchmark)
 what members receive (``rooms={"bench*": RoomOptions(publish=Stamp, message=Stamp)}``): the
 cost of typed messages, validated once per publish. ``--stats-route`` answers
 ``GET /bench-stats?room=<name>`` with the manager's counters (``stats()``: drops, slow
-closes...), handshakes accepted, closes by code and the named rooms' members and drops
-(``bench/soak.py`` reads it).
+closes...), handshakes accepted, closes by code, the named rooms' members and drops and the
+garbage collections so far (``bench/soak.py`` reads it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -86,7 +87,8 @@ def build_app(args: argparse.Namespace) -> FastAPI:
 
 
 def stats_route(manager: Any) -> Any:
-    """``GET /bench-stats?room=a&room=b``: what the manager counted, as JSON."""
+    """``GET /bench-stats?room=a&room=b``: what the manager counted, and the garbage
+    collector's collections per generation, as JSON."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -99,6 +101,8 @@ def stats_route(manager: Any) -> Any:
             "refused": tally.refused,
             "closes": tally.closes,
             "rooms": manager.room_stats(request.query_params.getlist("room")),
+            "gc": {"collections": [g["collections"] for g in gc.get_stats()],
+                   "counts": gc.get_count(), "thresholds": gc.get_threshold()},
         })
 
     return Route("/bench-stats", stats, methods=["GET"])
