@@ -21,6 +21,15 @@ Scenarios (``Scenario.kind``):
 - ``idle``: connects ``n`` idle clients; reports the server's RSS delta per connection.
 - ``churn``: ``concurrency`` workers connect, wait for the first frame (or the handshake),
   close and repeat; reports connects + disconnects per second.
+- ``hold``: ``n`` idle clients (over ``rooms`` rooms) held for ``duration`` while
+  ``reconnect_share`` of them per minute close and connect again, evenly spread; reports
+  the reconnects done and failed and every idle client the server closed (``bench/soak.py``).
+
+In the open loop every receiver checks the sequence numbers it gets: ``missing`` is what
+some receiver never got (a gap, or short of the last one sent), ``out_of_order`` what came
+twice or late. ``gate=True`` (``bench/soak.py``) lets the parent process start the measured
+part: after its setup the load generator prints ``ready`` and waits for a line on stdin,
+and when done it prints its result and waits for stdin to close before it disconnects.
 
 Protocols: ``envelope`` (wsplugin's: welcome frame first, ``{"type":"publish"}`` in,
 ``{"type":"message",...}`` out) and ``raw`` (every text frame is relayed as is). In both the
@@ -84,6 +93,10 @@ class Scenario:
     timeout: float = 180.0
     deflate: bool = False  # offer permessage-deflate like a browser; inflate every frame
     probe_dir: str = ""  # idle: ask the server for heap probes (bench/idle_memory.py)
+    latency_sampled: bool = False  # open: only the ~50 sampled receivers time messages
+    gate: bool = False  # the parent starts the measured part and ends the run (stdin)
+    rooms: int = 0  # hold: clients spread over rooms <url>-0 .. <url>-<rooms - 1>
+    reconnect_share: float = 0.0  # hold: share of the clients that reconnect per minute
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -159,6 +172,10 @@ class Receiver(WSListener):
         self.open_loop = shared.scenario.kind == "open"
         self.phase = 0
         self.count = 0
+        self.next_seq = 0  # open loop: the sequence number expected next
+        self.gaps = 0  # open loop: sequence numbers skipped (never delivered)
+        self.out_of_order = 0  # open loop: a sequence number below the expected one
+        self.timed = sampled or not shared.scenario.latency_sampled
         self.transport: WSTransport | None = None
         self.close_code: int | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -255,13 +272,23 @@ class Receiver(WSListener):
             if marker is None:
                 shared.unexpected += 1
                 return
-            if shared.measuring:
+            if shared.measuring and self.timed:
                 shared.latencies.append(time.perf_counter_ns() - marker[1])
-        if self.open_loop:
-            self.count += 1
-            shared.delivered += 1
-        else:
-            self.count_one()
+            if self.open_loop:
+                self.count += 1
+                shared.delivered += 1
+                self.check_seq(marker[0])
+                return
+        self.count_one()
+
+    def check_seq(self, seq: int) -> None:
+        """Open loop: one publisher, so every receiver must see 0, 1, 2... in order."""
+        expected = self.next_seq
+        if seq < expected:
+            self.out_of_order += 1
+            return
+        self.gaps += seq - expected
+        self.next_seq = seq + 1
 
 
 class Sender(WSListener):
@@ -552,11 +579,24 @@ async def run_open(clients: Clients, meter: Meter) -> dict[str, Any]:
         loss_ratio=(expected - received()) / expected if expected else 0.0,
         latency=latency_summary(shared.latencies),
         server_rss_mb_max=meter.rss_max / 2**20,
+        **sequence_check(clients.receivers, sent),
     )
     result["slow"] = await release_slow(clients)
     stop.set()
     await sampler
     return result
+
+
+def sequence_check(receivers: Sequence[Receiver], sent: int) -> dict[str, int]:
+    """What the receivers' sequence numbers say: messages some receiver never got."""
+    missing = [r.gaps + max(0, sent - r.next_seq) for r in receivers]
+    return {
+        "missing": sum(missing),
+        "members_complete": sum(1 for m in missing if m == 0),
+        "members_disconnected": sum(1 for r in receivers
+                                    if r.transport is None or r.transport.is_disconnected),
+        "out_of_order": sum(r.out_of_order for r in receivers),
+    }
 
 
 async def release_slow(clients: Clients) -> list[dict[str, Any]]:
@@ -582,9 +622,35 @@ async def release_slow(clients: Clients) -> list[dict[str, Any]]:
     return out
 
 
+class Gate:
+    """``Scenario.gate``: the parent process (``bench/soak.py``) starts the measured part
+    and ends the run, through this process's stdin and stdout. Without it, nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    async def opened(self) -> None:
+        """Print ``ready`` and wait for the parent's go (a line on stdin)."""
+        if self.enabled:
+            await self.say("ready")
+
+    async def report(self, result: dict[str, Any]) -> None:
+        """Print the result and wait for the parent's end (a line, or stdin closed): the
+        connections stay open while it reads the server's counters."""
+        if self.enabled:
+            await self.say(json.dumps({**result, "ok": True}))
+
+    @staticmethod
+    async def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
 async def run_messages(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any]:
     shared = Shared(scenario)
     clients = Clients(url, shared)
+    gate = Gate(scenario.gate)
     t0 = time.perf_counter()
     try:
         await clients.connect_receivers(scenario.n)
@@ -593,12 +659,14 @@ async def run_messages(url: str, scenario: Scenario, meter: Meter) -> dict[str, 
         await clients.connect_sender()
         connect_s = time.perf_counter() - t0
         await barrier(clients)
+        await gate.opened()
         runner = run_closed if scenario.kind == "closed" else run_open
         result = await runner(clients, meter)
         result["connect_s"] = connect_s
         result["deflate_negotiated"] = sum(bool(r.negotiated) for r in clients.receivers)
         result["unexpected_frames"] = shared.unexpected
         result["errors"] = shared.errors
+        await gate.report(result)
         return result
     finally:
         clients.close()
@@ -668,6 +736,158 @@ async def run_churn(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any
     return result
 
 
+class Idler(Churner):
+    """A held idle client (``hold``): notes it if the server closes it."""
+
+    def __init__(self, welcome: bool, dropped: dict[str, int]) -> None:
+        super().__init__(welcome)
+        self.dropped = dropped  # close code (or "no close frame") -> idle clients lost
+        self.closing = False  # we closed it (a reconnect, the end of the run)
+        self.close_code: int | None = None
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        super().on_ws_connected(transport)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is CLOSE:
+            payload = frame.get_payload_as_bytes()
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        super().on_ws_frame(transport, frame)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
+        if self.ready.done() and not self.closing:
+            key = str(self.close_code) if self.close_code is not None else "no close frame"
+            self.dropped[key] = self.dropped.get(key, 0) + 1
+
+    @property
+    def alive(self) -> bool:
+        return self.transport is not None and not self.transport.is_disconnected
+
+
+class Holder:
+    """The idle clients of ``hold``: slot ``i`` is in room ``<url>-<i % rooms>``."""
+
+    def __init__(self, url: str, scenario: Scenario) -> None:
+        self.url = url
+        self.scenario = scenario
+        self.welcome = scenario.protocol == "envelope"
+        self.slots: list[Idler | None] = [None] * scenario.n
+        self.dropped: dict[str, int] = {}
+        self.reconnects = 0
+        self.failures: list[str] = []
+        self.reconnect_ms: array[int] = array("q")
+
+    def room_url(self, i: int) -> str:
+        rooms = self.scenario.rooms
+        return f"{self.url}-{i % rooms}" if rooms > 0 else self.url
+
+    async def connect(self, i: int) -> None:
+        listener = Idler(self.welcome, self.dropped)
+        offer = DEFLATE_OFFER if self.scenario.deflate else None
+        transport, _ = await ws_connect(lambda: listener, self.room_url(i),
+                                        websocket_handshake_timeout=60, extra_headers=offer)
+        try:
+            await asyncio.wait_for(listener.ready, 60)
+        except BaseException:
+            listener.closing = True
+            transport.disconnect(graceful=False)
+            raise
+        self.slots[i] = listener
+
+    async def connect_all(self) -> None:
+        gate = asyncio.Semaphore(self.scenario.concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await self.connect(i)
+
+        await asyncio.gather(*(one(i) for i in range(self.scenario.n)))
+
+    async def reconnect(self, i: int) -> None:
+        """Close slot ``i`` (1000, with the close handshake) and connect it again."""
+        started = time.perf_counter_ns()
+        old, self.slots[i] = self.slots[i], None
+        try:
+            if old is not None and old.alive:
+                assert old.transport is not None
+                old.closing = True
+                old.transport.send_close(WSCloseCode.OK)
+                await asyncio.wait_for(old.transport.wait_disconnected(), 10)
+            await self.connect(i)
+        except Exception as exc:
+            if len(self.failures) < 5:
+                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+            else:
+                self.failures.append("")
+            return
+        self.reconnects += 1
+        self.reconnect_ms.append(time.perf_counter_ns() - started)
+
+    async def churn(self, duration: float) -> None:
+        """``reconnect_share`` of the slots per minute, one every ``60 / (share * n)`` s on
+        an absolute schedule, in slot order (over and over), until ``duration`` is over."""
+        per_minute = self.scenario.reconnect_share * self.scenario.n
+        if per_minute <= 0:
+            await asyncio.sleep(duration)
+            return
+        loop = asyncio.get_running_loop()
+        interval = 60.0 / per_minute
+        stop_at = loop.time() + duration
+        next_at = loop.time() + interval / 2
+        pending: set[asyncio.Task[None]] = set()
+        k = 0
+        while next_at < stop_at:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            task = asyncio.ensure_future(self.reconnect(k % self.scenario.n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            k += 1
+            next_at += interval
+        await asyncio.sleep(max(0.0, stop_at - loop.time()))
+        if pending:
+            await asyncio.wait(pending, timeout=30)
+
+    def close(self) -> None:
+        for listener in self.slots:
+            if listener is not None and listener.transport is not None:
+                listener.closing = True
+                with contextlib.suppress(Exception):
+                    listener.transport.disconnect(graceful=False)
+
+
+async def run_hold(url: str, scenario: Scenario, meter: Meter) -> dict[str, Any]:
+    """``n`` idle clients for ``duration`` while ``reconnect_share`` of them per minute
+    reconnect (``bench/soak.py`` runs several of these beside an open-loop room)."""
+    holder = Holder(url, scenario)
+    gate = Gate(scenario.gate)
+    try:
+        t0 = time.perf_counter()
+        await holder.connect_all()
+        connect_s = time.perf_counter() - t0
+        await gate.opened()
+        await holder.churn(scenario.duration)
+        took = sorted(holder.reconnect_ms)
+        result = {
+            "connect_s": connect_s,
+            "reconnects": holder.reconnects,
+            "reconnect_failures": len(holder.failures),
+            "reconnect_errors": [e for e in holder.failures if e],
+            "reconnect_p50_ms": percentile(took, 50) / 1e6,
+            "reconnect_p99_ms": percentile(took, 99) / 1e6,
+            "reconnect_max_ms": (took[-1] / 1e6) if took else float("nan"),
+            "idle_dropped": dict(holder.dropped),
+            "connected_at_end": sum(1 for s in holder.slots if s is not None and s.alive),
+            "loadgen_rss_mb": psutil.Process().memory_info().rss / 2**20,
+        }
+        await gate.report(result)
+        return result
+    finally:
+        holder.close()
+
+
 async def probe_server(meter: Meter, directory: str, k: int) -> None:
     """Ask the server for heap probe ``k`` (``SIGUSR1``, see ``bench/servers/_common.py``)
     and wait until it is written."""
@@ -724,7 +944,8 @@ def scenario_url(url: str, scenario: Scenario) -> str:
 async def run_async(url: str, scenario: Scenario, server_pid: int | None = None) -> dict[str, Any]:
     """Run one scenario against a room URL; returns a flat dict of results."""
     meter = Meter(server_pid)
-    runners = {"closed": run_messages, "open": run_messages, "idle": run_idle, "churn": run_churn}
+    runners = {"closed": run_messages, "open": run_messages, "idle": run_idle, "churn": run_churn,
+               "hold": run_hold}
     target = scenario_url(url, scenario)
     result: dict[str, Any] = {"url": target, **dataclasses.asdict(scenario)}
     try:

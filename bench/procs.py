@@ -115,12 +115,16 @@ def scenario_args(scenario: dict[str, Any]) -> list[str]:
     return out
 
 
+def loadgen_command(url: str, scenario: dict[str, Any], server_pid: int) -> list[str]:
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "loadgen.py"), url]
+    return [*cmd, *scenario_args(scenario), "--server-pid", str(server_pid)]
+
+
 def run_loadgen(
     url: str, scenario: dict[str, Any], server_pid: int, cpu: int | None
 ) -> dict[str, Any]:
     """Run ``bench/loadgen.py`` in its own process (pinned to ``cpu``) and parse its JSON."""
-    cmd = [sys.executable, os.path.join(ROOT, "bench", "loadgen.py"), url]
-    cmd += [*scenario_args(scenario), "--server-pid", str(server_pid)]
+    cmd = loadgen_command(url, scenario, server_pid)
     timeout = float(scenario.get("timeout", 180.0)) + 30
     try:
         done = subprocess.run(
@@ -136,3 +140,61 @@ def run_loadgen(
         tail = done.stderr.decode(errors="replace")[-1500:]
         return {"ok": False, "error": f"load generator exited {done.returncode}: {tail}"}
     return result
+
+
+class GatedLoadgen:
+    """``bench/loadgen.py`` with ``gate=True`` in its own process (pinned to ``cpu``): it
+    connects, says ready (:meth:`ready`), runs its measured part when told (:meth:`go`),
+    reports (:meth:`result`) and keeps its connections until :meth:`end`. Several side by
+    side start together: ``bench/soak.py``."""
+
+    def __init__(self, url: str, scenario: dict[str, Any], server_pid: int,
+                 cpu: int | None) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by end()
+        self.proc = subprocess.Popen(
+            loadgen_command(url, {**scenario, "gate": True}, server_pid), cwd=ROOT,
+            env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            preexec_fn=pinned(cpu),
+        )
+
+    def ready(self) -> None:
+        """Wait until its clients are connected (RuntimeError if it failed instead)."""
+        line = self._line()
+        if line != "ready":
+            raise RuntimeError(f"load generator not ready: {line[:500]} {self.log_tail()}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict[str, Any]:
+        """Its result line (it still holds its connections)."""
+        line = self._line()
+        try:
+            result: dict[str, Any] = json.loads(line)
+        except json.JSONDecodeError:
+            return {"ok": False, "error": f"load generator said {line[:500]!r}: "
+                                          f"{self.log_tail()}"}
+        return result
+
+    def end(self) -> None:
+        """Let it close its connections and exit."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+    def log_tail(self, limit: int = 1500) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-limit:]
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().decode(errors="replace").strip()

@@ -17,8 +17,13 @@ with its default first threshold (700 allocations) every object that lives a few
   never promoted, and full collections become rare (measured in docs/benchmarks.md:
   none in a minute with the dashboard open at 19,800 connections, against one to four).
 
-What connections allocate is not frozen: a closed connection's objects form cycles (the
-server's protocol objects among them) that only a collection frees.
+What connections allocate is not frozen. An ended connection is freed by reference
+counting, not left to the collector: the connection lets go of its writer
+(:meth:`wsplugin.delivery.connection.Connection.release`) and the scope lets go of the
+server's ``send`` when the connection's app returns; either one kept would be a cycle,
+and with long-lived connections only a full collection frees one. What the server keeps
+in cycles of its own (uvicorn's HTTP protocol of each upgrade, websockets' parser) waits
+for a collection (see docs/benchmarks.md, Soak).
 """
 
 from __future__ import annotations

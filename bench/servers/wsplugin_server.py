@@ -6,7 +6,10 @@ text frame); ``--coalesce`` turns coalescing on in the manager too. ``--admin`` 
 admin dashboard at ``/ws-admin`` without auth (for the admin-overhead benchmark).
 ``--typed`` gives the benchmark's room a small pydantic model for what clients publish and
 what members receive (``rooms={"bench*": RoomOptions(publish=Stamp, message=Stamp)}``): the
-cost of typed messages, validated once per publish.
+cost of typed messages, validated once per publish. ``--stats-route`` answers
+``GET /bench-stats?room=<name>`` with the manager's counters (``stats()``: drops, slow
+closes...), handshakes accepted, closes by code, the named rooms' members and drops and the
+garbage collections so far (``bench/soak.py`` reads it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -76,8 +80,32 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     from wsplugin import install_ws_manager
 
     app = FastAPI(lifespan=bench_lifespan)
-    install_ws_manager(app, **manager_options(args))
+    manager = install_ws_manager(app, **manager_options(args))
+    if args.stats_route:
+        app.router.routes.append(stats_route(manager))
     return app
+
+
+def stats_route(manager: Any) -> Any:
+    """``GET /bench-stats?room=a&room=b``: what the manager counted, and the garbage
+    collector's collections per generation, as JSON."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def stats(request: Request) -> JSONResponse:
+        tally = manager.tally
+        return JSONResponse({
+            "stats": await manager.stats(),
+            "accepted": tally.accepted,
+            "refused": tally.refused,
+            "closes": tally.closes,
+            "rooms": manager.room_stats(request.query_params.getlist("room")),
+            "gc": {"collections": [g["collections"] for g in gc.get_stats()],
+                   "counts": gc.get_count(), "thresholds": gc.get_threshold()},
+        })
+
+    return Route("/bench-stats", stats, methods=["GET"])
 
 
 def main() -> None:
@@ -91,6 +119,8 @@ def main() -> None:
                    help="a small pydantic model for the benchmark room's messages")
     p.add_argument("--other-presence", action="store_true",
                    help="presence configured for rooms other-* (not the benchmark's room)")
+    p.add_argument("--stats-route", action="store_true",
+                   help="GET /bench-stats: the manager's counters as JSON")
     args = p.parse_args()
     run_uvicorn(build_app(args), args)
 

@@ -20,7 +20,7 @@ from wsplugin.counters import Counters
 from wsplugin.delivery.hub import FlushQueue
 from wsplugin.delivery.inbound import Inbound
 from wsplugin.delivery.outbox import Outbox
-from wsplugin.delivery.writer import FrameWriter, InFlight, Resume
+from wsplugin.delivery.writer import ENDED, FrameWriter, InFlight, Resume
 from wsplugin.delivery.writer_choice import choose_writer
 from wsplugin.events import EventBus
 from wsplugin.info import ConnectionInfo
@@ -392,6 +392,16 @@ class Connection:
         if draining is not None and draining is not asyncio.current_task():
             draining.cancel()
         self.owner.connection_closed(self, code, reason)
+
+    def release(self) -> None:
+        """The task that served this connection is done (it ended, see :meth:`_finish`):
+        let go of the writer. The writer refers back to this connection, and through the
+        server's protocol object to everything the connection held; kept, the two form a
+        cycle that only a garbage collection frees, and with long-lived connections that
+        is a full one (rare, see :mod:`wsplugin.heap`), so under reconnects every ended
+        connection's memory would pile up until then. A write after this fails as on a
+        closed socket."""
+        self.frames = ENDED
 
     # ----------------------------------------------------------------- inbound
     def bind_reader(self, task: asyncio.Task[Any] | None) -> None:

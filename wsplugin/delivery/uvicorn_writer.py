@@ -144,13 +144,28 @@ class RawSendMiddleware:
         self.shortcut = shortcut
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] == "websocket":
-            scope[RAW_SEND_KEY] = send
-            if self.shortcut is not None \
-                    and (route := self.shortcut.app_for(scope)) is not None:
-                scope[DIRECT_KEY] = True  # no middleware in between
-                return route(scope, receive, coroutine_send(send))
-        return self.app(scope, receive, send)
+        if scope["type"] != "websocket":
+            return self.app(scope, receive, send)
+        scope[RAW_SEND_KEY] = send
+        if self.shortcut is not None and (route := self.shortcut.app_for(scope)) is not None:
+            scope[DIRECT_KEY] = True  # no middleware in between
+            return route(scope, receive, coroutine_send(send))  # it forgets the send itself
+        return forgetting_send(self.app, scope, receive, send)
+
+
+async def forgetting_send(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app`` on a websocket, then :func:`forget_send`."""
+    try:
+        await app(scope, receive, send)
+    finally:
+        forget_send(scope)
+
+
+def forget_send(scope: Scope) -> None:
+    """The connection is over: the scope lets go of the server's ``send``. uvicorn's
+    protocol holds the scope and its ``send`` the protocol: kept, the two form a cycle that
+    only a garbage collection frees (a full one, for a connection that lived long)."""
+    scope.pop(RAW_SEND_KEY, None)
 
 
 class SendProbe:

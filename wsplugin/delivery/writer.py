@@ -72,6 +72,33 @@ class FrameWriter(Protocol):
     def discard(self) -> tuple[DropCounter | None, ...]:
         """Forget what is held (the connection ended): the rooms of those messages."""
 
+
+class EndedWriter:
+    """The writer of a connection whose serving task is over: every write fails as on a
+    closed socket, nothing is held. A connection takes it in place of its own writer
+    (:meth:`wsplugin.delivery.connection.Connection.release`), which refers back to it."""
+
+    __slots__ = ()
+
+    async def send(self, message: ASGIMessage) -> None:
+        raise ConnectionError("the connection has ended")
+
+    def write(self, message: ASGIMessage, size: int, room: DropCounter | None) -> Resume | None:
+        raise ConnectionError("the connection has ended")
+
+    def write_batch(self, message: ASGIMessage, size: int, rooms: InFlight) -> Resume | None:
+        raise ConnectionError("the connection has ended")
+
+    def flush(self) -> bool:
+        return False
+
+    def discard(self) -> tuple[DropCounter | None, ...]:
+        return ()
+
+
+ENDED = EndedWriter()
+
+
 class Resume:
     """``await Resume(coro, yielded)`` continues a send coroutine a writer stepped once and that
     suspended (it yielded ``yielded`` to the event loop)."""

@@ -21,7 +21,7 @@ from wsplugin.auth.tokens import Grant, TokenAuth, TokenError
 from wsplugin.backends.history_store import PublishDone
 from wsplugin.counters import RefusalReason
 from wsplugin.delivery.connection import Connection
-from wsplugin.delivery.uvicorn_writer import before_accept
+from wsplugin.delivery.uvicorn_writer import before_accept, forget_send
 from wsplugin.endpoint.authenticate import Authenticator, Refused
 from wsplugin.endpoint.origin import TrustedProxies, origin_allowed
 from wsplugin.endpoint.positions import command_position, query_position
@@ -85,22 +85,25 @@ class ManagedEndpoint:
         its task suspended, two of them here (this one and :meth:`_serve`)."""
         websocket = WebSocket(scope, receive, send)
         room = str(scope.get("path_params", {}).get("room", ""))
-        admitted = await self._admission(websocket, receive, room)
-        if admitted is None:  # refused, and told so
-            return
-        identity, claim, grant = admitted
-        del admitted  # the frame outlives the handshake: no tuple kept for it
         try:
-            if websocket.application_state is WebSocketState.CONNECTING:  # not yet in band
-                before_accept(scope, self.manager.settings.fast_path)
-                await websocket.accept()
+            admitted = await self._admission(websocket, receive, room)
+            if admitted is None:  # refused, and told so
+                return
+            identity, claim, grant = admitted
+            del admitted  # the frame outlives the handshake: no tuple kept for it
             try:
-                await self.manager.start()
-                await self._serve(websocket, send, receive, room, identity, claim, grant)
-            finally:  # a peer that stopped reading must not hold the server's shutdown open
-                abandon_later(scope)
+                if websocket.application_state is WebSocketState.CONNECTING:  # not in band
+                    before_accept(scope, self.manager.settings.fast_path)
+                    await websocket.accept()
+                try:
+                    await self.manager.start()
+                    await self._serve(websocket, send, receive, room, identity, claim, grant)
+                finally:  # a peer that stopped reading must not hold the shutdown open
+                    abandon_later(scope)
+            finally:
+                self.manager.release_slot(claim)  # a no-op once its connection opened
         finally:
-            self.manager.release_slot(claim)  # a no-op once its connection opened
+            forget_send(scope)  # no cycle left for the collector (the shortcut's way in)
 
     async def _admission(self, websocket: WebSocket, receive: Receive,
                          room: str) -> Admission | None:
@@ -271,6 +274,7 @@ class ManagedEndpoint:
                 session.cancel()
             if not conn.closed:  # cancelled (server shutdown): clean up all the same
                 conn.disconnected(1006)
+            conn.release()  # freed by reference counting, not left to the collector
 
     async def _command(self, conn: Connection, room: str, frame: str | bytes,
                        session: TokenSession | None) -> None:

@@ -133,18 +133,23 @@ class UserConnection:
     ) -> bool:
         conn = self.connection
         abandon_later(self.websocket.scope)
-        if isinstance(exc, WebSocketDisconnect):
-            conn.disconnected(exc.code)
-            return True
-        if isinstance(exc, asyncio.CancelledError):  # server shutdown: tell the client
-            await going_away(conn, self.websocket.scope)
+        try:
+            if isinstance(exc, WebSocketDisconnect):
+                conn.disconnected(exc.code)
+                return True
+            if isinstance(exc, asyncio.CancelledError):  # server shutdown: tell the client
+                await going_away(conn, self.websocket.scope)
+                return False
+            if exc is not None and not isinstance(exc, Exception):
+                conn.disconnected(1006)
+                return False
+            await conn.aclose(CloseCode.NORMAL if exc is None else CloseCode.INTERNAL,
+                              "" if exc is None else "internal error")
             return False
-        if exc is not None and not isinstance(exc, Exception):
-            conn.disconnected(1006)
-            return False
-        await conn.aclose(CloseCode.NORMAL if exc is None else CloseCode.INTERNAL,
-                          "" if exc is None else "internal error")
-        return False
+        finally:
+            if not conn.closed:  # cancelled while closing: clean up all the same
+                conn.disconnected(1006)
+            conn.release()  # freed by reference counting, not left to the collector
 
     async def send(self, data: Data) -> bool:
         """Send a JSON value (in a ``message`` envelope) or bytes to this connection."""
