@@ -62,3 +62,6 @@ class ASGIWriter:
 
     def discard(self) -> tuple[DropCounter | None, ...]:
         return NOTHING_HELD
+
+    def release(self) -> None:
+        return None

@@ -401,7 +401,8 @@ class Connection:
         is a full one (rare, see :mod:`wsplugin.heap`), so under reconnects every ended
         connection's memory would pile up until then. A write after this fails as on a
         closed socket."""
-        self.frames = ENDED
+        frames, self.frames = self.frames, ENDED
+        frames.release()
 
     # ----------------------------------------------------------------- inbound
     def bind_reader(self, task: asyncio.Task[Any] | None) -> None:

@@ -117,6 +117,17 @@ def slim(protocol: Any) -> None:
     _slim_wsproto(conn)
 
 
+def ended(protocol: Any) -> None:
+    """The connection is over and its transport closing (no byte will be read again):
+    websockets-sansio's ``ServerProtocol`` parses in a generator that refers back to it and
+    never finishes, a cycle that keeps it (with its reader and the handshake request) until
+    a garbage collection. Dropping the generator frees it at once."""
+    conn: Any = getattr(protocol, "conn", None)
+    if type(conn).__module__ == "websockets.server" and type(conn).__name__ == "ServerProtocol" \
+            and hasattr(conn, "parser"):
+        conn.parser = None
+
+
 def slim_queue(queue: asyncio.Queue[Any]) -> None:
     """Share the unused parts of an unbounded ``asyncio.Queue``, shrink the others."""
     parts: Any = queue

@@ -519,3 +519,7 @@ class UvicornWriter:
         rooms = (self.held_room, *(room for _, room in self.held_extra or ()))
         self.held = self.held_extra = None
         return rooms
+
+    def release(self) -> None:
+        if self.transport.is_closing():  # nothing more will be read: see ended()
+            _idle.ended(self.protocol)

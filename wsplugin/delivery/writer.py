@@ -72,6 +72,10 @@ class FrameWriter(Protocol):
     def discard(self) -> tuple[DropCounter | None, ...]:
         """Forget what is held (the connection ended): the rooms of those messages."""
 
+    def release(self) -> None:
+        """The connection's serving task is over: let go of what the server keeps for it
+        that would otherwise wait for a garbage collection (nothing, for most writers)."""
+
 
 class EndedWriter:
     """The writer of a connection whose serving task is over: every write fails as on a
@@ -94,6 +98,9 @@ class EndedWriter:
 
     def discard(self) -> tuple[DropCounter | None, ...]:
         return ()
+
+    def release(self) -> None:
+        return None
 
 
 ENDED = EndedWriter()
