@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 
 from bench.plan import SERVERS  # noqa: E402
 from bench.procs import run_loadgen, server_process  # noqa: E402
-from bench.run import cpus_for, machine, rotated, wait_for_quiet  # noqa: E402
+from bench.run import add_placement_args, cpus_for, machine, rotated, wait_for_quiet  # noqa: E402
 from bench.servers._common import PROBE_DIR_ENV  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
@@ -234,10 +234,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rss", action="store_true", help="only the tracing pass")
     p.add_argument("--keep", action="store_true",
                    help="keep the tracing pass's snapshots (their directory is in the results)")
-    p.add_argument("--quiet", type=float, default=20.0,
-                   help="wait up to this many seconds for idle cores before each run")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--loadgen-cpu", type=int, default=1)
+    add_placement_args(p, 20.0)
     return p.parse_args(argv)
 
 

@@ -146,11 +146,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-src", default="",
                    help="another checkout: adds the server wsplugin_base, wsplugin from there")
     p.add_argument("--reps", type=int, default=0, help="override the repetitions of every case")
-    p.add_argument("--server-cpu", type=int, default=0, help="-1: no pinning")
-    p.add_argument("--loadgen-cpu", type=int, default=1, help="-1: no pinning")
-    p.add_argument("--quiet", type=float, default=None,
-                   help="wait up to this many seconds for idle cores before each run "
-                   "(default 30, 0 with --smoke)")
+    add_placement_args(p, None, "(default 30, 0 with --smoke)")
     p.add_argument("--out", default="", help="JSON lines file (default: bench/results/...)")
     return p.parse_args(argv)
 
@@ -170,6 +166,15 @@ def select(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
     if unknown:
         raise SystemExit(f"unknown servers: {unknown}; choose from {list(SERVERS)}")
     return plan, servers
+
+
+def add_placement_args(p: argparse.ArgumentParser, quiet: float | None,
+                       quiet_note: str = "") -> None:
+    """Where the server and the load generators run, and how long to wait for quiet."""
+    p.add_argument("--server-cpu", type=int, default=0, help="-1: no pinning")
+    p.add_argument("--loadgen-cpu", type=int, default=1, help="-1: no pinning")
+    p.add_argument("--quiet", type=float, default=quiet,
+                   help=f"wait up to this many seconds for idle cores before a run {quiet_note}")
 
 
 def cpus_for(args: argparse.Namespace) -> tuple[int | None, int | None]:

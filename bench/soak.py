@@ -63,7 +63,7 @@ if ROOT not in sys.path:
 from bench.idle_memory import heap_breakdown  # noqa: E402
 from bench.plan import SERVERS  # noqa: E402
 from bench.procs import GatedLoadgen, Server, server_process  # noqa: E402
-from bench.run import cpus_for, machine, wait_for_quiet  # noqa: E402
+from bench.run import add_placement_args, cpus_for, machine, wait_for_quiet  # noqa: E402
 from bench.servers._common import PROBE_DIR_ENV  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
@@ -372,10 +372,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="RSS growth over the last 5 minutes that fails the run, in %%")
     p.add_argument("--trace", action="store_true",
                    help="trace the server's allocations: what the growth window added")
-    p.add_argument("--quiet", type=float, default=20.0,
-                   help="wait up to this many seconds for idle cores before starting")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--loadgen-cpu", type=int, default=1)
+    add_placement_args(p, 20.0)
     return p.parse_args(argv)
 
 

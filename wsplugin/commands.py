@@ -12,6 +12,7 @@ back only through :class:`CommandOwner` (the hub, the broker, the membership pat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from wsplugin.arguments import check_room_arg, check_user_arg
@@ -120,20 +121,19 @@ class Commands:
         return None if conn is None or conn.closed else conn
 
     def _send_user_here(self, user_id: str, message: ASGIMessage, size: int) -> int:
-        sent = 0
-        for conn in self.hub.of_user(user_id):
-            if not conn.closed:
-                conn.deliver(message, size)
-                sent += 1
-        return sent
+        return self._each_of_user(user_id, lambda conn: conn.deliver(message, size))
 
     def _kick_user_here(self, user_id: str, reason: str) -> int:
-        kicked = 0
+        return self._each_of_user(user_id, lambda conn: self._kick(conn, reason))
+
+    def _each_of_user(self, user_id: str, act: Callable[[Connection], object]) -> int:
+        """``act`` on each open connection of ``user_id`` here: how many."""
+        done = 0
         for conn in self.hub.of_user(user_id):
             if not conn.closed:
-                self._kick(conn, reason)
-                kicked += 1
-        return kicked
+                act(conn)
+                done += 1
+        return done
 
     def _kick(self, conn: Connection, reason: str) -> None:
         self.owner.events.emit("kicked", connection_id=conn.id, identity=conn.identity_text,
