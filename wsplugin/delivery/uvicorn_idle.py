@@ -50,9 +50,6 @@ class SmallDeque(list[T]):
     def popleft(self) -> T:
         return self.pop(0)
 
-    def appendleft(self, item: T) -> None:
-        self.insert(0, item)
-
 
 SMALL = 16
 """Messages a slimmed receive queue keeps on its small list; from this many on, a deque."""
