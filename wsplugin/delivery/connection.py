@@ -199,6 +199,10 @@ class Connection:
             return True  # written at once (or held until the end of this loop iteration)
         return self.outbox.fits(size, count)
 
+    @property
+    def flushes(self) -> FlushQueue:
+        return self.owner.flushes
+
     def request_flush(self) -> None:
         """The writer holds frames: :meth:`flush` at the end of this loop iteration."""
         if not self._flush_pending:

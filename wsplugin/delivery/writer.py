@@ -18,9 +18,12 @@ variant, never per recipient. A writer that negotiates something per connection
 from __future__ import annotations
 
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from wsplugin.types import ASGIMessage, DropCounter
+
+if TYPE_CHECKING:
+    from wsplugin.delivery.hub import FlushQueue
 
 FastPath: TypeAlias = Literal["auto"] | bool
 """The ``fast_path`` setting: ``"auto"`` (or ``True``) where it is safe, ``False`` never."""
@@ -42,6 +45,10 @@ class WriterOwner(Protocol):
 
     def request_flush(self) -> None:
         """Call the writer's ``flush`` at the end of this loop iteration."""
+
+    @property
+    def flushes(self) -> FlushQueue:
+        """The end-of-iteration flush, which also says when a frame may be written at once."""
 
 
 class FrameWriter(Protocol):
