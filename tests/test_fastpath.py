@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import pytest
 from starlette.websockets import WebSocket
@@ -137,4 +138,67 @@ async def test_user_owned_routes_use_the_fast_path_too(uvicorn_ws: str) -> None:
         for seq in range(3):
             await on_server(server, manager.broadcast("r", {"seq": seq}))
         assert [(await recv_json(ws))["data"]["seq"] for _ in range(3)] == [0, 1, 2]
+        await ws.close()
+
+
+class CountingTransport:
+    """The connection's transport, counting its writes (one per syscall the server makes)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+
+async def test_a_lone_message_is_written_during_the_broadcast(uvicorn_ws: str) -> None:
+    """One frame per connection per iteration: nothing is held for the end of it."""
+    with serve(ws=uvicorn_ws) as (server, manager):
+        ws, conn_id = await open_client(server, "r", compression=None)
+        conn = manager.hub.connections[conn_id]
+        writer = conn.frames
+        assert isinstance(writer, UvicornWriter)
+
+        async def broadcast_and_look() -> tuple[bytes | None, int]:
+            await manager.broadcast("r", {"n": 1})
+            return writer.held, conn.messages_out  # before the iteration ends
+
+        for n in range(3):
+            assert await on_server(server, broadcast_and_look()) == (None, 2 + n)  # + welcome
+            assert (await recv_json(ws))["data"] == {"n": 1}
+        await ws.close()
+
+
+async def test_a_burst_in_one_iteration_is_written_once_per_connection(
+    uvicorn_ws: str,
+) -> None:
+    with serve(ws=uvicorn_ws) as (server, manager):
+        ws, conn_id = await open_client(server, "r", compression=None)
+        writer = manager.hub.connections[conn_id].frames
+        assert isinstance(writer, UvicornWriter)
+        counting = CountingTransport(writer.transport)
+        writer.transport = counting
+
+        async def burst(first: int, count: int) -> None:
+            for seq in range(first, first + count):  # no await suspends: one iteration
+                await manager.broadcast("r", {"seq": seq})
+
+        writes = []
+        for first in (0, 5, 10):
+            await on_server(server, burst(first, 5))
+            writes.append(counting.writes)
+        await on_server(server, burst(15, 1))  # a lone message after bursts: held too,
+        await on_server(server, burst(16, 1))  # and the iteration after it writes at once
+        writes.append(counting.writes)
+        # the first burst finds no burst before it: its first frame goes at once, the
+        # other four in one write; the bursts after it, one write each
+        assert writes == [2, 3, 4, 6]
+        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(17)]
+        assert seen == list(range(17))
+        assert manager.counters.messages_out == 1 + 17  # the welcome, then these
         await ws.close()
