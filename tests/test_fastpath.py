@@ -183,22 +183,29 @@ async def test_a_burst_in_one_iteration_is_written_once_per_connection(
         assert isinstance(writer, UvicornWriter)
         counting = CountingTransport(writer.transport)
         writer.transport = counting
+        manager.flushes.direct_after = 0.2
 
-        async def burst(first: int, count: int) -> None:
+        async def burst(first: int, count: int) -> int:
             for seq in range(first, first + count):  # no await suspends: one iteration
                 await manager.broadcast("r", {"seq": seq})
+            return counting.writes  # before the iteration ends
 
         writes = []
         for first in (0, 5, 10):
             await on_server(server, burst(first, 5))
             writes.append(counting.writes)
-        await on_server(server, burst(15, 1))  # a lone message after bursts: held too,
-        await on_server(server, burst(16, 1))  # and the iteration after it writes at once
-        writes.append(counting.writes)
         # the first burst finds no burst before it: its first frame goes at once, the
         # other four in one write; the bursts after it, one write each
-        assert writes == [2, 3, 4, 6]
-        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(17)]
-        assert seen == list(range(17))
-        assert manager.counters.messages_out == 1 + 17  # the welcome, then these
+        assert writes == [2, 3, 4]
+        assert not manager.flushes.direct
+        await on_server(server, burst(15, 1))  # a lone message soon after bursts: held too
+        assert not manager.flushes.direct
+        await asyncio.sleep(0.3)  # no burst for longer than direct_after
+        assert await on_server(server, burst(16, 1)) == 5  # held, and the round that
+        assert counting.writes == 6  # wrote it found no burst in direct_after: ...
+        assert manager.flushes.direct
+        assert await on_server(server, burst(17, 1)) == 7  # ... written at once
+        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(18)]
+        assert seen == list(range(18))
+        assert manager.counters.messages_out == 1 + 18  # the welcome, then these
         await ws.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Generic, Protocol, TypeVar, overload
 
@@ -190,22 +191,29 @@ class FlushQueue:
     it in one iteration (a burst of publishes read in one go) leave in one write. When each
     connection gets one frame per iteration (messages that arrive one at a time), holding
     saves nothing and costs a second pass over the recipients before the last one is
-    written: with 10,000 members, milliseconds of latency for every message. So the queue
-    counts *rounds* (from one end-of-iteration callback to the next) and keeps
-    :attr:`direct` on while the previous round held no second frame for any connection:
-    then a writer writes its first frame of a round at once and holds only a later one
-    (:meth:`coalesced` is called). A round that coalesced turns :attr:`direct` off for the
-    next, so a steady burst is written once per connection per iteration, as before.
+    written: with 10,000 members, milliseconds of latency for every message.
+
+    So the queue counts *rounds* (from one end-of-iteration callback to the next) and turns
+    :attr:`direct` on once no round has held a second frame for any connection for
+    :attr:`direct_after` seconds: then a writer writes its first frame of a round at once
+    and holds only a later one, calling :meth:`coalesced`, which turns :attr:`direct` off
+    again. Traffic that comes in bursts keeps being written once per connection per
+    iteration; only a steady trickle, where there is nothing to coalesce, is written at once.
     """
 
-    __slots__ = ("_coalesced", "_queue", "_scheduled", "direct", "on_flushed", "round")
+    __slots__ = ("_coalesced", "_coalesced_at", "_queue", "_scheduled", "direct",
+                 "direct_after", "on_flushed", "round")
 
-    def __init__(self, on_flushed: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_flushed: Callable[[], None] | None = None,
+                 direct_after: float = 1.0) -> None:
         self._queue: list[Flushable] = []
         self._scheduled = False
         self._coalesced = False
+        self._coalesced_at = -direct_after
         self.direct = True
         """A writer may write its first frame of this round at once."""
+        self.direct_after = direct_after
+        """Seconds without a coalescing round before :attr:`direct` is turned on."""
         self.round = 0
         """The current round (a writer remembers the round it last wrote in)."""
         self.on_flushed = on_flushed
@@ -227,15 +235,18 @@ class FlushQueue:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def coalesced(self) -> None:
-        """A connection got a second frame this round: hold frames in the next rounds."""
+        """A connection got a second frame this round: hold frames from now on."""
         self._coalesced = True
         self.direct = False
 
     def _flush(self) -> None:
         self._scheduled = False
         self.round += 1
-        self.direct = not self._coalesced
-        self._coalesced = False
+        if self._coalesced:
+            self._coalesced = False
+            self._coalesced_at = time.monotonic()
+        elif not self.direct:
+            self.direct = time.monotonic() - self._coalesced_at >= self.direct_after
         queue, self._queue = self._queue, []
         for conn in queue:
             conn.flush()
