@@ -183,7 +183,6 @@ async def test_a_burst_in_one_iteration_is_written_once_per_connection(
         assert isinstance(writer, UvicornWriter)
         counting = CountingTransport(writer.transport)
         writer.transport = counting
-        manager.flushes.direct_after = 0.2
 
         async def burst(first: int, count: int) -> int:
             for seq in range(first, first + count):  # no await suspends: one iteration
@@ -198,14 +197,16 @@ async def test_a_burst_in_one_iteration_is_written_once_per_connection(
         # other four in one write; the bursts after it, one write each
         assert writes == [2, 3, 4]
         assert not manager.flushes.direct
-        await on_server(server, burst(15, 1))  # a lone message soon after bursts: held too
+        await asyncio.sleep(0.2)  # the server idles far longer than a round takes
+        assert await on_server(server, burst(15, 1)) == 4  # held after a burst, ...
+        assert counting.writes == 5
+        assert manager.flushes.direct  # ... and that round found the server idle before it
+        await asyncio.sleep(0.2)
+        assert await on_server(server, burst(16, 1)) == 6  # written at once
+        assert await on_server(server, burst(17, 2)) == 7  # the next burst: first at once
+        assert counting.writes == 8  # and the other held
         assert not manager.flushes.direct
-        await asyncio.sleep(0.3)  # no burst for longer than direct_after
-        assert await on_server(server, burst(16, 1)) == 5  # held, and the round that
-        assert counting.writes == 6  # wrote it found no burst in direct_after: ...
-        assert manager.flushes.direct
-        assert await on_server(server, burst(17, 1)) == 7  # ... written at once
-        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(18)]
-        assert seen == list(range(18))
-        assert manager.counters.messages_out == 1 + 18  # the welcome, then these
+        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(19)]
+        assert seen == list(range(19))
+        assert manager.counters.messages_out == 1 + 19  # the welcome, then these
         await ws.close()

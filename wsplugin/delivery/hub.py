@@ -188,32 +188,30 @@ class FlushQueue:
     and whether a fast-path writer may write a frame at once.
 
     Holding a connection's frames until the end of the iteration makes several messages to
-    it in one iteration (a burst of publishes read in one go) leave in one write. When each
-    connection gets one frame per iteration (messages that arrive one at a time), holding
-    saves nothing and costs a second pass over the recipients before the last one is
-    written: with 10,000 members, milliseconds of latency for every message.
+    it in one iteration (a burst of publishes read in one go) leave in one write. When
+    messages arrive one at a time and the server keeps up, holding saves nothing and costs
+    a second pass over the recipients before the last one is written: with 10,000 members,
+    milliseconds of latency on every message.
 
-    So the queue counts *rounds* (from one end-of-iteration callback to the next) and turns
-    :attr:`direct` on once no round has held a second frame for any connection for
-    :attr:`direct_after` seconds: then a writer writes its first frame of a round at once
-    and holds only a later one, calling :meth:`coalesced`, which turns :attr:`direct` off
-    again. Traffic that comes in bursts keeps being written once per connection per
-    iteration; only a steady trickle, where there is nothing to coalesce, is written at once.
+    So the queue counts *rounds* of writes (from the first write after one end-of-iteration
+    callback to the next callback) and sets :attr:`direct` for the next round when the
+    last one held no second frame for any connection and the loop was idle before it for
+    at least as long as the round took. Then a writer writes its first frame of a round at
+    once, and holds only a later one (calling :meth:`coalesced`, which turns :attr:`direct`
+    off). A busy server, where messages queue up while it writes, keeps holding: there,
+    writing several messages in one go is what keeps it ahead.
     """
 
-    __slots__ = ("_coalesced", "_coalesced_at", "_queue", "_scheduled", "direct",
-                 "direct_after", "on_flushed", "round")
+    __slots__ = ("_coalesced", "_ended_at", "_queue", "_scheduled", "_started_at", "direct",
+                 "on_flushed", "round")
 
-    def __init__(self, on_flushed: Callable[[], None] | None = None,
-                 direct_after: float = 1.0) -> None:
+    def __init__(self, on_flushed: Callable[[], None] | None = None) -> None:
         self._queue: list[Flushable] = []
         self._scheduled = False
         self._coalesced = False
-        self._coalesced_at = -direct_after
+        self._started_at = self._ended_at = 0.0
         self.direct = True
         """A writer may write its first frame of this round at once."""
-        self.direct_after = direct_after
-        """Seconds without a coalescing round before :attr:`direct` is turned on."""
         self.round = 0
         """The current round (a writer remembers the round it last wrote in)."""
         self.on_flushed = on_flushed
@@ -232,23 +230,23 @@ class FlushQueue:
         """Make sure this round ends with this iteration (a writer wrote at once)."""
         if not self._scheduled:
             self._scheduled = True
+            self._started_at = time.monotonic()
             asyncio.get_running_loop().call_soon(self._flush)
 
     def coalesced(self) -> None:
-        """A connection got a second frame this round: hold frames from now on."""
+        """A connection got a second frame this round: hold frames for the rest of it."""
         self._coalesced = True
         self.direct = False
 
     def _flush(self) -> None:
         self._scheduled = False
         self.round += 1
-        if self._coalesced:
-            self._coalesced = False
-            self._coalesced_at = time.monotonic()
-        elif not self.direct:
-            self.direct = time.monotonic() - self._coalesced_at >= self.direct_after
         queue, self._queue = self._queue, []
         for conn in queue:
             conn.flush()
         if self.on_flushed is not None:
             self.on_flushed()
+        started, ended = self._started_at, time.monotonic()
+        self.direct = not self._coalesced and started - self._ended_at >= ended - started
+        self._coalesced = False
+        self._ended_at = ended
