@@ -15,6 +15,7 @@ from websockets.frames import Frame, Opcode
 
 from tests.support import ThreadServer
 from tests.ws_helpers import (
+    close_code,
     make_app,
     on_server,
     open_client,
@@ -156,21 +157,28 @@ class CountingTransport:
         return bool(self.transport.is_closing())
 
 
-async def test_a_lone_message_is_written_during_the_broadcast(uvicorn_ws: str) -> None:
-    """One frame per connection per iteration: nothing is held for the end of it."""
+async def test_a_lone_publish_is_written_in_one_pass_at_the_end_of_the_iteration(
+    uvicorn_ws: str,
+) -> None:
+    """Nothing is held for it per member: it waits, once, in the manager's flush queue."""
     with serve(ws=uvicorn_ws) as (server, manager):
         ws, conn_id = await open_client(server, "r", compression=None)
         conn = manager.hub.connections[conn_id]
         writer = conn.frames
         assert isinstance(writer, UvicornWriter)
+        counting = CountingTransport(writer.transport)
+        writer.transport = counting
 
-        async def broadcast_and_look() -> tuple[bytes | None, int]:
-            await manager.broadcast("r", {"n": 1})
-            return writer.held, conn.messages_out  # before the iteration ends
+        async def broadcast_and_look() -> tuple[bytes | None, int, bool]:
+            assert await manager.broadcast("r", {"n": 1}) == 1
+            return writer.held, conn.messages_out, manager.flushes.pending is not None
 
         for n in range(3):
-            assert await on_server(server, broadcast_and_look()) == (None, 2 + n)  # + welcome
+            held, sent, pending = await on_server(server, broadcast_and_look())
+            assert (held, sent, pending) == (None, 1 + n, True)  # the welcome, then these
+            assert counting.writes == 1 + n  # written once the iteration ended
             assert (await recv_json(ws))["data"] == {"n": 1}
+        assert conn.messages_out == 4
         await ws.close()
 
 
@@ -184,29 +192,63 @@ async def test_a_burst_in_one_iteration_is_written_once_per_connection(
         counting = CountingTransport(writer.transport)
         writer.transport = counting
 
-        async def burst(first: int, count: int) -> int:
+        async def burst(first: int, count: int) -> None:
             for seq in range(first, first + count):  # no await suspends: one iteration
                 await manager.broadcast("r", {"seq": seq})
-            return counting.writes  # before the iteration ends
 
         writes = []
-        for first in (0, 5, 10):
-            await on_server(server, burst(first, 5))
+        for first, count in ((0, 5), (5, 1), (6, 2), (8, 5)):
+            await on_server(server, burst(first, count))
             writes.append(counting.writes)
-        # the first burst finds no burst before it: its first frame goes at once, the
-        # other four in one write; the bursts after it, one write each
-        assert writes == [2, 3, 4]
-        assert not manager.flushes.direct
-        await asyncio.sleep(0.2)  # the server idles far longer than a round takes
-        assert await on_server(server, burst(15, 1)) == 4  # held after a burst, ...
-        assert counting.writes == 5
-        assert manager.flushes.direct  # ... and that round found the server idle before it
-        await asyncio.sleep(0.2)
-        assert await on_server(server, burst(16, 1)) == 6  # written at once
-        assert await on_server(server, burst(17, 2)) == 7  # the next burst: first at once
-        assert counting.writes == 8  # and the other held
-        assert not manager.flushes.direct
-        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(19)]
-        assert seen == list(range(19))
-        assert manager.counters.messages_out == 1 + 19  # the welcome, then these
+        assert writes == [1, 2, 3, 4]
+        seen = [(await recv_json(ws))["data"]["seq"] for _ in range(13)]
+        assert seen == list(range(13))
+        assert manager.counters.messages_out == 1 + 13  # the welcome, then these
+        await ws.close()
+
+
+async def test_what_follows_a_lone_publish_in_its_iteration_comes_after_it(
+    uvicorn_ws: str,
+) -> None:
+    """A message to one member, then a kick, after a broadcast in the same iteration."""
+    with serve(ws=uvicorn_ws) as (server, manager):
+        first, first_id = await open_client(server, "r", compression=None)
+        second, second_id = await open_client(server, "r", compression=None)
+
+        async def publish_send_kick() -> None:
+            await manager.broadcast("r", {"n": "all"})
+            await manager.send(first_id, {"n": "you"})
+            await manager.kick(first_id, reason="bye")
+
+        await on_server(server, publish_send_kick())
+        assert [(await recv_json(first))["data"] for _ in range(2)] == [{"n": "all"},
+                                                                       {"n": "you"}]
+        assert await close_code(first) == 4000
+        assert (await recv_json(second))["data"] == {"n": "all"}
+
+        async def send_then_publish() -> None:  # the other order: nothing is deferred
+            await manager.send(second_id, {"n": "you"})
+            await manager.broadcast("r", {"n": "all"})
+
+        await on_server(server, send_then_publish())
+        assert [(await recv_json(second))["data"] for _ in range(2)] == [{"n": "you"},
+                                                                        {"n": "all"}]
+        assert manager.counters.dropped == 0
+        await second.close()
+
+
+async def test_a_member_that_leaves_before_its_lone_publish_is_written_counts_a_drop(
+    uvicorn_ws: str,
+) -> None:
+    with serve(ws=uvicorn_ws) as (server, manager):
+        ws, conn_id = await open_client(server, "r", compression=None)
+        conn = manager.hub.connections[conn_id]
+
+        async def publish_then_lose_it() -> None:
+            await manager.broadcast("r", {"n": 1})
+            conn.disconnected(1001)  # as the reader does when the client goes away
+
+        await on_server(server, publish_then_lose_it())
+        assert conn.dropped == 1
+        assert manager.counters.dropped == 1
         await ws.close()

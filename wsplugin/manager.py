@@ -104,7 +104,8 @@ class WebSocketManager:
         self.events = EventBus(node=self.broker.node_id)
         self.counters = Counters()
         self.tally = Tally()  # metrics: handshakes, closes by code, delivery latency
-        self.hub: Hub[Connection] = Hub()
+        self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
+        self.hub: Hub[Connection] = Hub(self.flushes)
         self.user_slots = UserSlots(self._open_count)  # max_connections_per_user, this node
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,7 +116,6 @@ class WebSocketManager:
         """The event loop the manager runs on, once started (read by metrics exporters)."""
         self._last_publish_warning = 0.0
         self._on_publish_error = self.publish_failed  # bound once: publish is a hot path
-        self.flushes = FlushQueue(self.tally.flushed)  # end-of-iteration writes
         self.room_table = RoomTable(self.settings)  # what applies to each room
         self.room_rates = RoomRates()  # per-room publish rates, per connection
         self.draining: set[Connection] = set()  # sockets that pushed back (the heartbeat's)

@@ -154,6 +154,9 @@ class Connection:
         """Write, hold or queue one shared message without awaiting the socket."""
         if self.closed:
             return False
+        flushes = self.owner.flushes
+        if flushes.pending is not None:  # a publish before this one goes first
+            flushes.settle()
         if self._draining is None and not self.coalesce:
             try:
                 pending = self.frames.write(message, size, room)
@@ -231,6 +234,9 @@ class Connection:
 
     def _flush_held(self) -> bool:
         """Write what the writer holds; False if the socket went away (now cleaned up)."""
+        flushes = self.owner.flushes
+        if flushes.pending is not None:  # a publish waits for the end of the iteration
+            flushes.settle()
         if self.frames.flush():
             return True
         self._send_failed(ConnectionError("transport closed"))
@@ -383,6 +389,9 @@ class Connection:
         """The one cleanup path: runs exactly once, whichever way the connection ends."""
         if self.closed:
             return
+        flushes = self.owner.flushes
+        if flushes.pending is not None:  # what was published before counts as taken
+            flushes.settle()
         self.closed = True
         self.close_code = code
         for room in self._in_flight:  # what will never be sent is counted, never silent

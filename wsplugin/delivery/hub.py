@@ -3,15 +3,14 @@ delivery.
 
 Pure bookkeeping plus one loop. No I/O is awaited here: a message is encoded once by the
 caller, then handed to each member's ``deliver``. Writes that wait for the end of the loop
-iteration (a fast-path writer's corked frames, a coalescing connection's queue) are
-flushed by one :class:`FlushQueue` callback.
+iteration (a fast-path writer's corked frames, a coalescing connection's queue, a publish
+written in one pass) are done by one :class:`FlushQueue` callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Generic, Protocol, TypeVar, overload
 
@@ -84,10 +83,37 @@ class NewestFirst(Sequence[M]):
         raise IndexError(index)
 
 
-class Hub(Generic[M]):
-    __slots__ = ("connections", "rooms", "users")
+class Delivery(Generic[M]):
+    """One publish handed to its members (a snapshot, taken when it was published)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("exclude", "members", "message", "room", "size")
+
+    def __init__(self, members: tuple[M, ...], message: ASGIMessage, size: int,
+                 room: Room[M] | None, exclude: frozenset[str] | None) -> None:
+        self.members = members
+        self.message = message
+        self.size = size
+        self.room = room
+        self.exclude = exclude
+
+    def run(self) -> int:
+        """Hand the message to every member not excluded; returns how many took it."""
+        message, size, room, exclude = self.message, self.size, self.room, self.exclude
+        delivered = 0
+        for conn in self.members:
+            if exclude and conn.id in exclude:
+                continue
+            if conn.deliver(message, size, room):
+                delivered += 1
+        return delivered
+
+
+class Hub(Generic[M]):
+    __slots__ = ("connections", "flushes", "rooms", "users")
+
+    def __init__(self, flushes: FlushQueue | None = None) -> None:
+        self.flushes = FlushQueue() if flushes is None else flushes
+        """The end-of-iteration writes, which a publish may join (:meth:`FlushQueue.defer`)."""
         self.connections: dict[str, M] = {}
         self.rooms: dict[str, Room[M]] = {}
         self.users: dict[str, dict[str, M]] = {}
@@ -155,27 +181,25 @@ class Hub(Generic[M]):
     def deliver(
         self, name: str, message: ASGIMessage, size: int, exclude: frozenset[str] | None
     ) -> int:
-        """Hand one prebuilt message to every local member of ``name``; returns how many."""
+        """Hand one prebuilt message to every local member of ``name``; returns how many
+        (a publish written at the end of the iteration: its members not excluded)."""
         room = self.rooms.get(name)
         if room is None:
             return 0
         room.messages += 1
-        delivered = 0
-        for conn in tuple(room.members.values()):
-            if exclude and conn.id in exclude:
-                continue
-            if conn.deliver(message, size, room):
-                delivered += 1
-        return delivered
+        return self._hand(room.members, message, size, exclude, room)
 
     def deliver_all(self, message: ASGIMessage, size: int, exclude: frozenset[str] | None) -> int:
-        delivered = 0
-        for conn in tuple(self.connections.values()):
-            if exclude and conn.id in exclude:
-                continue
-            if conn.deliver(message, size):
-                delivered += 1
-        return delivered
+        return self._hand(self.connections, message, size, exclude, None)
+
+    def _hand(self, members: dict[str, M], message: ASGIMessage, size: int,
+              exclude: frozenset[str] | None, room: Room[M] | None) -> int:
+        delivery = Delivery(tuple(members.values()), message, size, room, exclude)
+        if not self.flushes.defer(delivery):
+            return delivery.run()
+        if not exclude:
+            return len(members)
+        return len(members) - sum(1 for conn_id in exclude if conn_id in members)
 
 
 class Flushable(Protocol):
@@ -183,70 +207,81 @@ class Flushable(Protocol):
         """Write what waited for the end of the iteration."""
 
 
+class Deferred(Protocol):
+    def run(self) -> int:
+        """Hand a publish to its members."""
+
+
 class FlushQueue:
-    """The connections waiting for the end of this loop iteration (one callback for all),
-    and whether a fast-path writer may write a frame at once.
+    """What waits for the end of this loop iteration (one callback for all): the
+    connections holding frames, and at most one publish.
 
     Holding a connection's frames until the end of the iteration makes several messages to
-    it in one iteration (a burst of publishes read in one go) leave in one write. When
-    messages arrive one at a time and the server keeps up, holding saves nothing and costs
-    a second pass over the recipients before the last one is written: with 10,000 members,
-    milliseconds of latency on every message.
-
-    So the queue counts *rounds* of writes (from the first write after one end-of-iteration
-    callback to the next callback) and sets :attr:`direct` for the next round when the
-    last one held no second frame for any connection and the loop was idle before it for
-    at least as long as the round took. Then a writer writes its first frame of a round at
-    once, and holds only a later one (calling :meth:`coalesced`, which turns :attr:`direct`
-    off). A busy server, where messages queue up while it writes, keeps holding: there,
-    writing several messages in one go is what keeps it ahead.
+    it in one iteration (a burst of publishes read in one go) leave in one write. But a
+    message that is alone in its iteration gains nothing from it, and holding it for
+    every member costs a second pass over the members before the last one is written:
+    with 10,000 members, milliseconds of latency on every message. So the first publish
+    of an iteration waits here (:meth:`defer`) and is handed to its members in one pass at
+    the end, while :attr:`direct` tells fast-path writers to write at once. Anything that
+    writes after it in the same iteration (another publish, a message to one connection,
+    a close) first hands it over (:meth:`settle`): its members hold it, and what follows
+    is held behind it, in order, as it always was.
     """
 
-    __slots__ = ("_coalesced", "_ended_at", "_queue", "_scheduled", "_started_at", "direct",
-                 "on_flushed", "round")
+    __slots__ = ("_queue", "_scheduled", "direct", "on_flushed", "pending")
 
     def __init__(self, on_flushed: Callable[[], None] | None = None) -> None:
         self._queue: list[Flushable] = []
         self._scheduled = False
-        self._coalesced = False
-        self._started_at = self._ended_at = 0.0
-        self.direct = True
-        """A writer may write its first frame of this round at once."""
-        self.round = 0
-        """The current round (a writer remembers the round it last wrote in)."""
+        self.pending: Deferred | None = None
+        """The publish written in one pass at the end of this iteration (if nothing follows)."""
+        self.direct = False
+        """True while that pass runs: a writer writes its frame at once."""
         self.on_flushed = on_flushed
 
     def __bool__(self) -> bool:
-        """True while a flush is scheduled (frames of this iteration are still held)."""
-        return bool(self._queue)
+        """True while writes wait for the end of this iteration."""
+        return bool(self._queue) or self.pending is not None
 
     def schedule(self, conn: Flushable) -> None:
         """Flush ``conn`` at the end of this iteration."""
         self._queue.append(conn)
-        if not self._scheduled:
-            self.end_round()
+        self._at_end()
 
-    def end_round(self) -> None:
-        """Make sure this round ends with this iteration (a writer wrote at once)."""
+    def defer(self, delivery: Deferred) -> bool:
+        """Run ``delivery`` at the end of this iteration if nothing else waits for it; else
+        :meth:`settle` and return False (the caller runs it now, its frames are held)."""
+        if self._scheduled:
+            self.settle()
+            return False
+        self.pending = delivery
+        self._at_end()
+        return True
+
+    def settle(self) -> None:
+        """Something else writes in this iteration: hand the deferred publish over now."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            pending.run()
+
+    def _at_end(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self._started_at = time.monotonic()
             asyncio.get_running_loop().call_soon(self._flush)
-
-    def coalesced(self) -> None:
-        """A connection got a second frame this round: hold frames for the rest of it."""
-        self._coalesced = True
-        self.direct = False
 
     def _flush(self) -> None:
         self._scheduled = False
-        self.round += 1
         queue, self._queue = self._queue, []
         for conn in queue:
             conn.flush()
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self.direct = True
+            try:
+                pending.run()
+            finally:
+                self.direct = False
         if self.on_flushed is not None:
             self.on_flushed()
-        started, ended = self._started_at, time.monotonic()
-        self.direct = not self._coalesced and started - self._ended_at >= ended - started
-        self._coalesced = False
-        self._ended_at = ended

@@ -381,14 +381,13 @@ class UvicornWriter:
 
     Frames that arrive for the connection in one loop iteration (a burst of publishes read
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
-    still one message per frame. While no connection gets more than one frame per
-    iteration, a frame is written at once instead (the manager's
-    :class:`~wsplugin.delivery.hub.FlushQueue` says when: ``rounds``); a second frame in the
-    same iteration is held, and holding goes on while bursts do. Either way the common
-    case, one frame per iteration, allocates nothing. When the transport is paused or the
-    socket is closing, a message takes the ASGI-writer path (:meth:`paused`, an
-    :class:`ASGIWriter` whose ``send`` is :meth:`send`): it waits for the transport, then
-    writes the same prebuilt frame (or reports the closed socket).
+    still one message per frame. A publish alone in its iteration is written at once, in
+    the one pass the manager's :class:`~wsplugin.delivery.hub.FlushQueue` makes at the end
+    of it (``rounds.direct``). The common case, one frame per iteration, allocates
+    nothing. When the transport is paused or the socket is closing, a message takes the
+    ASGI-writer path (:meth:`paused`, an :class:`ASGIWriter` whose ``send`` is
+    :meth:`send`): it waits for the transport, then writes the same prebuilt frame (or
+    reports the closed socket).
 
     The frame bytes come from the shared message's cache under ``frame_key`` (built by
     ``encode`` on first use): a writer for a connection with another frame variant
@@ -412,7 +411,6 @@ class UvicornWriter:
         "state",
         "transport",
         "writable",
-        "wrote_in",
     )
 
     def __init__(self, owner: WriterOwner, send: ASGISend, protocol: Any,
@@ -434,7 +432,6 @@ class UvicornWriter:
         self.held_extra: list[tuple[bytes, DropCounter | None]] | None = None
         self.held_bytes = 0
         self.rounds: FlushQueue = owner.flushes
-        self.wrote_in = -1  # the round of the frame last written at once
 
     def paused(self) -> ASGIWriter:
         """The writer of messages that must wait for the transport (see the class)."""
@@ -457,21 +454,15 @@ class UvicornWriter:
         if frame is None:
             frame = self.encode(message)
         if self.held is None:
-            rounds = self.rounds
-            if rounds.direct:
-                if self.wrote_in != rounds.round:  # its first frame this round: write now
-                    self.wrote_in = rounds.round
-                    rounds.end_round()
-                    self.transport.write(frame)
-                    self.owner.count_sent(1, size)
-                    return None
-                rounds.coalesced()
+            if self.rounds.direct:  # a publish alone in its iteration: see FlushQueue
+                self.transport.write(frame)
+                self.owner.count_sent(1, size)
+                return None
             self.held = frame
             self.held_room = room
             self.held_bytes = size
             self.owner.request_flush()
             return None
-        self.rounds.coalesced()
         extra = self.held_extra
         if extra is None:
             self.held_extra = [(frame, room)]

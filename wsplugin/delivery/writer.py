@@ -48,7 +48,7 @@ class WriterOwner(Protocol):
 
     @property
     def flushes(self) -> FlushQueue:
-        """The end-of-iteration flush, which also says when a frame may be written at once."""
+        """The end-of-iteration writes: also says when a frame is written at once."""
 
 
 class FrameWriter(Protocol):
