@@ -151,12 +151,17 @@ class Connection:
 
     # ----------------------------------------------------------------- outbound
     def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
-        """Write, hold or queue one shared message without awaiting the socket."""
-        if self.closed:
-            return False
+        """Write, hold or queue one message without awaiting the socket, after a publish
+        that waits for the end of the iteration (see :class:`FlushQueue`)."""
         flushes = self.owner.flushes
         if flushes.pending is not None:  # a publish before this one goes first
             flushes.settle()
+        return self.take(message, size, room)
+
+    def take(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
+        """Write, hold or queue one shared message of a publish, handed over in order."""
+        if self.closed:
+            return False
         if self._draining is None and not self.coalesce:
             try:
                 pending = self.frames.write(message, size, room)

@@ -29,8 +29,8 @@ class Member(Protocol):
     @property
     def user_id(self) -> str | None: ...
 
-    def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
-        """Write, hold or queue one shared message; False if it was not taken."""
+    def take(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
+        """Write, hold or queue one shared message of a publish; False if it was not taken."""
 
 
 M = TypeVar("M", bound=Member)
@@ -103,7 +103,7 @@ class Delivery(Generic[M]):
         for conn in self.members:
             if exclude and conn.id in exclude:
                 continue
-            if conn.deliver(message, size, room):
+            if conn.take(message, size, room):
                 delivered += 1
         return delivered
 
