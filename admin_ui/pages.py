@@ -3,12 +3,12 @@
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from admin_ui.assets import asset
 from admin_ui.auth import Credential, Principal, check_password, check_token
 from admin_ui.context import AdminContext
 from admin_ui.dependencies import PrincipalDependency, authenticate
@@ -19,10 +19,6 @@ from admin_ui.sessions import COOKIE, session_id
 from admin_ui.urls import admin_base
 from wsplugin.events import EVENT_KINDS
 
-STATIC = Path(__file__).parent / "static"
-JS = "text/javascript"
-STATIC_FILES = {"admin.js": JS, "login.js": JS, "admin.css": "text/css"}
-STATIC_FILES.update({"charts.js": JS, "charts.css": "text/css"})
 QUERY_TOKEN_REFUSED = (
     "Tokens in the URL query string (?token=) are refused: they end up in access logs. "
     "Use the form below, or a link ending in #token=…"
@@ -175,10 +171,9 @@ def _login(router: APIRouter, ctx: AdminContext) -> None:
 
 def _static(router: APIRouter) -> None:
     @router.api_route("/static/{name}", methods=["GET", "HEAD"])
-    async def static(name: str) -> Response:
+    async def static(name: str, request: Request) -> Response:
         """GET and HEAD, every answer with the security headers (``nosniff`` among them)."""
-        media_type = STATIC_FILES.get(name)
-        if media_type is None:
+        found = asset(name)
+        if found is None:
             return PlainTextResponse("Not Found", 404)
-        headers = {"Cache-Control": "no-cache"}
-        return FileResponse(STATIC / name, media_type=media_type, headers=headers)
+        return found.answer(request)

@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from admin_ui import mount_admin
-from admin_ui.pages import STATIC, STATIC_FILES
+from admin_ui.assets import STATIC, STATIC_FILES
 from tests.admin_helpers import ADMIN, admin_auth, create_app
 from wsplugin import WebSocketManager
 
@@ -40,7 +40,10 @@ async def test_every_asset_says_nosniff_with_its_type(make: Any) -> None:
                 "if-modified-since": full.headers["last-modified"],
             })
             head = await client.head(url)
-            assert revalidated.status_code in (200, 304) and head.status_code == 200
+            assert revalidated.status_code == 304 and head.status_code == 200
+            assert head.content == b""
+            assert head.headers["content-length"] == str(len(full.content))
+            assert head.headers["etag"] == full.headers["etag"]
             for response in (full, revalidated, head):
                 assert response.headers["x-content-type-options"] == "nosniff", (name, response)
                 assert response.headers["cross-origin-resource-policy"] == "same-origin"
@@ -49,3 +52,20 @@ async def test_every_asset_says_nosniff_with_its_type(make: Any) -> None:
         missing = await client.get(f"{ADMIN}/static/nothing.js")
         assert missing.status_code == 404
         assert missing.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_assets_are_answered_without_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file read in anyio's thread pool would start that pool at the first request: a
+    pause of the event loop that every connection of the process waits out."""
+    import anyio.to_thread
+
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a worker thread was used")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread)
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name in sorted(STATIC_FILES):
+            for method in ("GET", "HEAD"):
+                response = await client.request(method, f"{ADMIN}/static/{name}")
+                assert response.status_code == 200, (method, name)

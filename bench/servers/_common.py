@@ -19,7 +19,9 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
+import traceback
 import tracemalloc
 from collections import Counter
 from typing import Any
@@ -98,6 +100,77 @@ LAG_FILE_ENV = "WSBENCH_LAG_FILE"
 LAG_TICK = 0.005
 
 
+STALL_ENV = "WSBENCH_STALL_MS"
+
+
+class StallSampler:
+    """What a stalled event loop was doing: a thread that, every 2 ms, looks at the loop's
+    thread when the loop has not ticked for ``threshold`` seconds. Per stall it keeps how
+    long it lasted (at least), how much CPU the loop's thread used in that time (much less
+    than the stall: the thread was not running, the OS or the machine held it up) and the
+    thread's Python stacks seen (none on top of the loop's ``run``: C code; a collection
+    keeps the GIL, so it shows as the stack right after it). Bench only."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.beat = time.monotonic()
+        self.beat_cpu = time.thread_time()
+        self.episodes: list[dict[str, Any]] = []
+        self._loop_thread = threading.get_ident()
+        self._native_id = threading.get_native_id()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_thread = threading.get_ident()
+        self._native_id = threading.get_native_id()
+        self._task = loop.create_task(self._tick())
+        threading.Thread(target=self._watch, name="stall-sampler", daemon=True).start()
+
+    async def _tick(self) -> None:
+        while True:
+            self.beat, self.beat_cpu = time.monotonic(), time.thread_time()
+            await asyncio.sleep(0.001)
+
+    def _kernel_view(self) -> tuple[float, int]:
+        """The loop thread's time waiting for a CPU (ms) and its page faults, so far."""
+        base = f"/proc/self/task/{self._native_id}"
+        with open(f"{base}/schedstat") as f:
+            waited = int(f.read().split()[1]) / 1e6
+        with open(f"{base}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return waited, int(fields[7]) + int(fields[9])  # minflt + majflt
+
+    def _watch(self) -> None:
+        clock = time.pthread_getcpuclockid(self._loop_thread)
+        episode: dict[str, Any] | None = None
+        calm = self._kernel_view()
+        while True:
+            time.sleep(0.002)
+            beat, beat_cpu = self.beat, self.beat_cpu
+            late = time.monotonic() - beat
+            if late < self.threshold:
+                episode = None
+                calm = self._kernel_view()
+                continue
+            if episode is None or episode["beat"] != beat:
+                episode = {"beat": beat, "stacks": []}
+                self.episodes.append(episode)
+            episode["wall_ms"] = round(1000 * late, 1)
+            episode["cpu_ms"] = round(1000 * (time.clock_gettime(clock) - beat_cpu), 1)
+            waited, faults = self._kernel_view()
+            episode["runqueue_ms"] = round(waited - calm[0], 1)
+            episode["faults"] = faults - calm[1]
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-10:]
+                episode["stacks"].append(" <- ".join(
+                    f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack)))
+
+    def take(self) -> list[dict[str, Any]]:
+        """The stalls seen since the last call."""
+        episodes, self.episodes = self.episodes, []
+        return [{k: v for k, v in e.items() if k != "beat"} for e in episodes]
+
+
 class LagMonitor:
     """Event-loop lag and garbage-collection pauses of this process.
 
@@ -116,8 +189,13 @@ class LagMonitor:
         self._since = time.monotonic()
         self._cpu = time.process_time()
         self._writes = 0
+        self.stalls: StallSampler | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        stall_ms = os.environ.get(STALL_ENV)
+        self.stalls = StallSampler(float(stall_ms) / 1000) if stall_ms else None
+        if self.stalls is not None:
+            self.stalls.start(loop)
         gc.callbacks.append(self._on_gc)
         loop.add_signal_handler(signal.SIGUSR2, self.dump)
         self._task = loop.create_task(self._run())
@@ -157,6 +235,7 @@ class LagMonitor:
             "gc_objects": len(gc.get_objects()),
             "gc_frozen": gc.get_freeze_count(),
             "gc_threshold": gc.get_threshold(),
+            "stalls": [] if self.stalls is None else self.stalls.take(),
         }
 
     def dump(self) -> None:
