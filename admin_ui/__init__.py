@@ -6,6 +6,7 @@ can also include ``build_router(create_context(manager, auth=...))`` itself.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import jinja2
@@ -36,6 +37,7 @@ from admin_ui.revocation import RedisRevocations
 from admin_ui.sessions import Sessions
 from admin_ui.shared_throttle import SharedThrottle
 from admin_ui.stream import stream_router
+from admin_ui.warmup import warmed
 
 __all__ = [
     "AdminAuth",
@@ -129,6 +131,7 @@ def mount_admin(
     else:
         app.router.routes.append(Mount(path, app=build_app(ctx)))
     add_lifespan_step(app, ctx.feed.running)
+    add_lifespan_step(app, partial(warmed, app, path))
     app.state.wsplugin_admin = ctx
     return ctx
 
