@@ -153,9 +153,7 @@ class Connection:
     def deliver(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
         """Write, hold or queue one message without awaiting the socket, after a publish
         that waits for the end of the iteration (see :class:`FlushQueue`)."""
-        flushes = self.owner.flushes
-        if flushes.pending is not None:  # a publish before this one goes first
-            flushes.settle()
+        self.owner.flushes.settle()  # a publish before this one goes first
         return self.take(message, size, room)
 
     def take(self, message: ASGIMessage, size: int, room: DropCounter | None = None) -> bool:
@@ -239,9 +237,7 @@ class Connection:
 
     def _flush_held(self) -> bool:
         """Write what the writer holds; False if the socket went away (now cleaned up)."""
-        flushes = self.owner.flushes
-        if flushes.pending is not None:  # a publish waits for the end of the iteration
-            flushes.settle()
+        self.owner.flushes.settle()  # a publish that waits for the end of the iteration
         if self.frames.flush():
             return True
         self._send_failed(ConnectionError("transport closed"))
@@ -394,9 +390,7 @@ class Connection:
         """The one cleanup path: runs exactly once, whichever way the connection ends."""
         if self.closed:
             return
-        flushes = self.owner.flushes
-        if flushes.pending is not None:  # what was published before counts as taken
-            flushes.settle()
+        self.owner.flushes.settle()  # what was published before counts as taken
         self.closed = True
         self.close_code = code
         for room in self._in_flight:  # what will never be sent is counted, never silent

@@ -383,7 +383,7 @@ class UvicornWriter:
     in one go) are held and leave in one ``transport.write`` at the end of it: one syscall,
     still one message per frame. A publish alone in its iteration is written at once, in
     the one pass the manager's :class:`~wsplugin.delivery.hub.FlushQueue` makes at the end
-    of it (``rounds.direct``). The common case, one frame per iteration, allocates
+    of it (``flushes.direct``). The common case, one frame per iteration, allocates
     nothing. When the transport is paused or the socket is closing, a message takes the
     ASGI-writer path (:meth:`paused`, an :class:`ASGIWriter` whose ``send`` is
     :meth:`send`): it waits for the transport, then writes the same prebuilt frame (or
@@ -399,6 +399,7 @@ class UvicornWriter:
         "asgi_send",
         "encode",
         "flavour",
+        "flushes",
         "frame_key",
         "held",
         "held_bytes",
@@ -407,7 +408,6 @@ class UvicornWriter:
         "open",
         "owner",
         "protocol",
-        "rounds",
         "state",
         "transport",
         "writable",
@@ -431,7 +431,7 @@ class UvicornWriter:
         self.held_room: DropCounter | None = None
         self.held_extra: list[tuple[bytes, DropCounter | None]] | None = None
         self.held_bytes = 0
-        self.rounds: FlushQueue = owner.flushes
+        self.flushes: FlushQueue = owner.flushes
 
     def paused(self) -> ASGIWriter:
         """The writer of messages that must wait for the transport (see the class)."""
@@ -454,7 +454,7 @@ class UvicornWriter:
         if frame is None:
             frame = self.encode(message)
         if self.held is None:
-            if self.rounds.direct:  # a publish alone in its iteration: see FlushQueue
+            if self.flushes.direct:  # a publish alone in its iteration: see FlushQueue
                 self.transport.write(frame)
                 self.owner.count_sent(1, size)
                 return None
